@@ -1,0 +1,27 @@
+# One command each: `make install`, `make test`, `make lint`, `make bench`, `make package`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+
+# Tests run in a fresh network namespace with only loopback up: nothing can leave the machine,
+# and the lab can bind the real ports (443, 53) on 127.0.0.x without clashing with anything.
+test: install
+	unshare --net -- sh -c 'ip link set lo up && exec $(PY) -m pytest $(PYTEST_ARGS)'
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check agent collector
+	$(VENV)/bin/mypy --strict agent collector
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

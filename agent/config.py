@@ -1,0 +1,631 @@
+"""Configuration: TOML into frozen, typed objects, validated once at load.
+
+Every problem raises :class:`ConfigError` naming the key, e.g.
+``[sensor] version: "3.8" is not a sensor version like 3.8.47``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_PATH = Path("/etc/acme-preflight/config.toml")
+EX_CONFIG = 78
+
+CHECK_NAMES = (
+    "privileges",
+    "outbound_https",
+    "digicert_ip",
+    "fqdn_resolution",
+    "sensor_port",
+    "clock_skew",
+)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``key`` is like ``[sensor] version``."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, order=True)
+class SensorVersion:
+    """A DigiCert sensor version such as 3.8.47, compared numerically."""
+
+    parts: tuple[int, ...]
+
+    _RE = re.compile(r"^\d{1,6}(\.\d{1,6}){2,3}$")
+
+    @classmethod
+    def parse(cls, text: str) -> SensorVersion:
+        text = text.strip()
+        if not cls._RE.match(text):
+            raise ValueError(f"{text!r} is not a sensor version like 3.8.47")
+        return cls(tuple(int(p) for p in text.split(".")))
+
+    def __str__(self) -> str:
+        return ".".join(str(p) for p in self.parts)
+
+
+# Sensor port rule from DigiCert's prerequisites page.
+SENSOR_LAST_OLD_VERSION = SensorVersion((3, 8, 46))
+SENSOR_OLD_PORT = 8080
+SENSOR_NEW_PORT = 48999
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    hostnames: tuple[str, ...] = ("acme.digicert.com", "daas.digicert.com")
+    ip: str = "216.168.244.42"
+    port: int = 443
+    acme_directory: str = "https://acme.digicert.com/v2/acme/directory/"
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """Resolver for the DigiCert hostnames; empty nameservers means /etc/resolv.conf."""
+
+    nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    interval: float = 300.0
+    timeout: float = 10.0
+    # None means 10% of the interval.
+    jitter: float | None = None
+    host_id: str | None = None
+    state_dir: Path = Path("/var/lib/acme-preflight")
+    log_level: str = "info"
+    checks: tuple[str, ...] = CHECK_NAMES
+
+    @property
+    def effective_jitter(self) -> float:
+        return self.interval * 0.1 if self.jitter is None else self.jitter
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class FqdnConfig:
+    names: tuple[str, ...] = ()
+    discover: bool = True
+    nameservers: tuple[str, ...] = ()
+    nginx_conf: Path = Path("/etc/nginx/nginx.conf")
+    apache_roots: tuple[Path, ...] = (Path("/etc/apache2"), Path("/etc/httpd"))
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    host: str | None = None
+    version: SensorVersion | None = None
+    port: int | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.host is not None
+
+    def port_rule(self) -> tuple[int, str]:
+        """The port to test and the rule that chose it."""
+        if self.port is not None:
+            return self.port, "explicit [sensor] port"
+        if self.version is None:
+            return SENSOR_NEW_PORT, "no [sensor] version: assuming 3.8.47 or newer"
+        if self.version <= SENSOR_LAST_OLD_VERSION:
+            return SENSOR_OLD_PORT, f"sensor {self.version} is 3.8.46 or older"
+        return SENSOR_NEW_PORT, f"sensor {self.version} is 3.8.47 or newer"
+
+
+@dataclass(frozen=True)
+class ClockSkewConfig:
+    warn: float = 60.0
+    fail: float = 300.0
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    url: str | None = None
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    timeout: float = 10.0
+    spool_max_reports: int = 10_000
+    spool_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    listen: str = "127.0.0.1:9775"
+
+
+@dataclass(frozen=True)
+class Config:
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    fqdn: FqdnConfig = field(default_factory=FqdnConfig)
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+    clock_skew: ClockSkewConfig = field(default_factory=ClockSkewConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    source: Path | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never appear in logs, reports or messages."""
+        found: list[str] = []
+        if self.proxy.url:
+            parts = urlsplit(self.proxy.url)
+            if parts.password:
+                found.append(parts.password)
+        return tuple(s for s in found if s)
+
+
+# ---------------------------------------------------------------- value parsers
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-_]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-_]{1,63}(?<!-))*\.?$"
+)
+
+
+def parse_duration(value: object) -> float:
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or a number of seconds, > 0."""
+    if isinstance(value, bool):
+        raise ValueError(f'{value!r} is not a duration like "30s", "5m" or 60')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if not m:
+            raise ValueError(f'{value!r} is not a duration like "30s", "5m", "1h" or 60')
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError(f'expected a duration like "30s" or a number, got {_tname(value)}')
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"{value!r} must be a positive duration")
+    return seconds
+
+
+def is_hostname(text: str) -> bool:
+    return bool(_HOSTNAME_RE.match(text))
+
+
+def _tname(value: object) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_tname(value)}")
+    return value
+
+
+def _nonempty_str(value: object) -> str:
+    text = _str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_tname(value)}")
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {_tname(value)}")
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is out of range {lo}..{hi}")
+        return value
+
+    return parse
+
+
+_port = _int_range(1, 65535)
+
+
+def _str_list(
+    item: Callable[[object], str], allow_empty: bool = True
+) -> Callable[[object], tuple[str, ...]]:
+    def parse(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of strings, got {_tname(value)}")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v))
+            except ValueError as e:
+                raise ValueError(f"item {i + 1}: {e}") from None
+        if not allow_empty and not out:
+            raise ValueError("must list at least one entry")
+        return tuple(out)
+
+    return parse
+
+
+def _hostname(value: object) -> str:
+    text = _nonempty_str(value)
+    if not is_hostname(text):
+        raise ValueError(f"{text!r} is not a valid hostname")
+    return text.rstrip(".").lower()
+
+
+def _host(value: object) -> str:
+    """A hostname or an IP address (IPv6 without brackets)."""
+    text = _nonempty_str(value)
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    if not is_hostname(text):
+        raise ValueError(f"{text!r} is not a hostname or IP address") from None
+    return text.rstrip(".").lower()
+
+
+def _ip(value: object) -> str:
+    text = _nonempty_str(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def _nameserver(value: object) -> str:
+    """``IP``, ``IP:PORT`` or ``[IPv6]:PORT``."""
+    text = _nonempty_str(value)
+    try:
+        split_nameserver(text)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    return text
+
+
+def split_nameserver(text: str) -> tuple[str, int]:
+    """Parse ``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` into (address, port)."""
+    host, port = text, 53
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r} is not a nameserver address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"{text!r} is not a nameserver address like [::1]:53")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        if not p.isdigit():
+            raise ValueError(f"{text!r} is not a nameserver address like 127.0.0.53:53")
+        port = int(p)
+    try:
+        addr = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a nameserver IP address") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: port out of range")
+    return addr, port
+
+
+def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` or ``[IPv6]:PORT``; the port may be omitted with a default."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{text!r} is not HOST:PORT")
+            port_text = rest[1:]
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"{text!r} is not HOST:PORT (the port is missing)")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: {port_text!r} is not a port number")
+    if not host:
+        raise ValueError(f"{text!r}: the host is missing")
+    return host, int(port_text)
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _nonempty_str(value)
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as e:
+            raise ValueError(f"{redact_url(text)!r} is not a valid URL: {e}") from None
+        if parts.scheme not in schemes:
+            want = " or ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"{redact_url(text)!r} is not a URL starting with {want}")
+        if not parts.hostname:
+            raise ValueError(f"{redact_url(text)!r} has no host")
+        if port == 0:
+            raise ValueError(f"{redact_url(text)!r}: port 0 is not allowed")
+        return text
+
+    return parse
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and ``config show``)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and parts.username is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        user = parts.username or ""
+        auth = f"{user}:***@" if parts.password is not None else f"{user}@"
+        return parts._replace(netloc=auth + netloc).geturl()
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _path(value: object) -> Path:
+    return Path(_nonempty_str(value))
+
+
+def _path_list(value: object) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in _str_list(_nonempty_str)(value))
+
+
+def _listen(value: object) -> str:
+    text = _str(value).strip()
+    if not text:
+        return ""
+    host, _ = split_host_port(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not is_hostname(host):
+            raise ValueError(f"{text!r} is not HOST:PORT") from None
+    return text
+
+
+def _log_level(value: object) -> str:
+    text = _str(value).lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def _check_names(value: object) -> tuple[str, ...]:
+    names = _str_list(_str)(value)
+    for n in names:
+        if n not in CHECK_NAMES:
+            raise ValueError(f"{n!r} is not a check (known: {', '.join(CHECK_NAMES)})")
+    return names
+
+
+def _sensor_version(value: object) -> SensorVersion:
+    return SensorVersion.parse(_str(value))
+
+
+def _positive_int(value: object) -> int:
+    return _int_range(1, 2**53)(value)
+
+
+# ------------------------------------------------------------------ the schema
+
+T = TypeVar("T")
+
+# section -> (dataclass, {key: parser}); the parser's result replaces the default.
+_SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
+    "targets": (
+        TargetsConfig,
+        {
+            "hostnames": _str_list(_hostname, allow_empty=False),
+            "ip": _ip,
+            "port": _port,
+            "acme_directory": _url(("https",)),
+        },
+    ),
+    "dns": (DnsConfig, {"nameservers": _str_list(_nameserver)}),
+    "agent": (
+        AgentConfig,
+        {
+            "interval": parse_duration,
+            "timeout": parse_duration,
+            "jitter": lambda v: 0.0 if v in (0, "0", "0s") else parse_duration(v),
+            "host_id": _nonempty_str,
+            "state_dir": _path,
+            "log_level": _log_level,
+            "checks": _check_names,
+        },
+    ),
+    "proxy": (ProxyConfig, {"url": _url(("http",))}),
+    "fqdn": (
+        FqdnConfig,
+        {
+            "names": _str_list(_hostname),
+            "discover": _bool,
+            "nameservers": _str_list(_nameserver),
+            "nginx_conf": _path,
+            "apache_roots": _path_list,
+        },
+    ),
+    "sensor": (
+        SensorConfig,
+        {"host": _host, "version": _sensor_version, "port": _port},
+    ),
+    "clock_skew": (ClockSkewConfig, {"warn": parse_duration, "fail": parse_duration}),
+    "collector": (
+        CollectorConfig,
+        {
+            "url": _url(("http", "https")),
+            "token_file": _path,
+            "ca_file": _path,
+            "client_cert": _path,
+            "client_key": _path,
+            "timeout": parse_duration,
+            "spool_max_reports": _positive_int,
+            "spool_max_bytes": _positive_int,
+        },
+    ),
+    "status": (StatusConfig, {"listen": _listen}),
+}
+
+SECRET_KEYS = {("collector", "token_file")}  # a path, shown; the token itself never is
+
+
+def _section(name: str, raw: object) -> Any:
+    cls, parsers = _SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}]", f"expected a table, got {_tname(raw)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        parser = parsers.get(key)
+        if parser is None:
+            known = ", ".join(sorted(parsers))
+            raise ConfigError(f"[{name}] {key}", f"unknown key (known keys: {known})")
+        try:
+            values[key] = parser(value)
+        except ValueError as e:
+            raise ConfigError(f"[{name}] {key}", str(e)) from None
+    return cls(**values)
+
+
+def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
+    """Build a validated :class:`Config` from parsed TOML."""
+    sections: dict[str, Any] = {}
+    for name, raw in data.items():
+        if name not in _SECTIONS:
+            known = ", ".join(f"[{s}]" for s in _SECTIONS)
+            if not isinstance(raw, dict):
+                raise ConfigError(
+                    name, f"unknown top-level key; settings go in a section ({known})"
+                )
+            raise ConfigError(f"[{name}]", f"unknown section (known sections: {known})")
+        sections[name] = _section(name, raw)
+    cfg = Config(**sections, source=source)
+    _cross_checks(cfg, data)
+    return cfg
+
+
+def _cross_checks(cfg: Config, raw: Mapping[str, Any]) -> None:
+    sensor_raw = raw.get("sensor", {})
+    if (sensor_raw.get("version") is not None or sensor_raw.get("port") is not None) and not (
+        cfg.sensor.host
+    ):
+        raise ConfigError("[sensor] host", "is required when [sensor] version or port is set")
+    if cfg.agent.timeout > cfg.agent.interval:
+        raise ConfigError(
+            "[agent] timeout",
+            f"{cfg.agent.timeout:g}s is longer than [agent] interval ({cfg.agent.interval:g}s)",
+        )
+    if cfg.agent.effective_jitter >= cfg.agent.interval:
+        raise ConfigError("[agent] jitter", "must be shorter than [agent] interval")
+    if cfg.clock_skew.warn > cfg.clock_skew.fail:
+        raise ConfigError("[clock_skew] warn", "must not be larger than [clock_skew] fail")
+    if (cfg.collector.client_cert is None) != (cfg.collector.client_key is None):
+        missing = "client_key" if cfg.collector.client_key is None else "client_cert"
+        raise ConfigError(
+            f"[collector] {missing}", "client_cert and client_key must be set together"
+        )
+
+
+def load(path: Path | None = None, *, explicit: bool | None = None) -> Config:
+    """Load and validate a config file.
+
+    ``path=None`` means the default path; a missing default file means defaults,
+    a missing explicit file is an error.
+    """
+    if explicit is None:
+        explicit = path is not None
+    path = path or DEFAULT_PATH
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if not explicit:
+            return Config()
+        raise ConfigError("", f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"{path}: is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError("", f"{path}: permission denied reading the config file") from None
+    except OSError as e:
+        raise ConfigError("", f"{path}: cannot read the config file: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"{path}: invalid TOML: {e}") from None
+    return from_mapping(data, source=path)
+
+
+def to_mapping(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The effective config as plain data, secrets redacted (for ``config show``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        values: dict[str, Any] = {}
+        for f in fields(section):
+            values[f.name] = _plain(getattr(section, f.name))
+        out[name] = values
+    if cfg.proxy.url:
+        out["proxy"]["url"] = redact_url(cfg.proxy.url)
+    if cfg.collector.url:
+        out["collector"]["url"] = redact_url(cfg.collector.url)
+    out["agent"]["jitter"] = cfg.agent.effective_jitter
+    return out
+
+
+def _plain(value: object) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path | SensorVersion):
+        return str(value)
+    return value
+
+
+def with_overrides(cfg: Config, **sections: Any) -> Config:
+    """A copy of ``cfg`` with whole sections replaced (for tests and reloads)."""
+    return replace(cfg, **sections)
+
+
+def env_proxy(environ: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    """The proxy URL from ``HTTPS_PROXY``/``https_proxy`` and the variable that set it."""
+    env = os.environ if environ is None else environ
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if env.get(var):
+            return env[var], var
+    return None, ""

@@ -1,0 +1,36 @@
+"""What every check receives: the config and the system paths it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config import Config
+
+
+@dataclass(frozen=True)
+class SystemPaths:
+    """Files a check reads; tests point these at fixture trees."""
+
+    proc: Path = Path("/proc")
+    sys: Path = Path("/sys")
+    hosts: Path = Path("/etc/hosts")
+    host_conf: Path = Path("/etc/host.conf")
+    resolv_conf: Path = Path("/etc/resolv.conf")
+    machine_id: Path = Path("/etc/machine-id")
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """The uniform argument of every check: ``async def run(ctx) -> Outcome``.
+
+    ``timeout`` is the check's whole budget; the runner enforces it, and checks
+    that talk to several targets split it so one hung target cannot hide the rest.
+    """
+
+    config: Config
+    paths: SystemPaths = field(default_factory=SystemPaths)
+
+    @property
+    def timeout(self) -> float:
+        return self.config.agent.timeout

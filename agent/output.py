@@ -1,0 +1,65 @@
+"""The human-readable table for ``check`` and ``status``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+_COLOURS = {
+    "pass": "\033[32m",
+    "skip": "\033[2m",
+    "warn": "\033[33m",
+    "error": "\033[35m",
+    "fail": "\033[31;1m",
+}
+_RESET = "\033[0m"
+
+
+def use_colour(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env and env["NO_COLOR"] != "":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def render_table(report: Mapping[str, Any], colour: bool = False, width: int | None = None) -> str:
+    """Check, status and summary per row; the remediation under each warn/fail/error."""
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    checks = report.get("checks", [])
+    name_w = max([len("CHECK")] + [len(str(c["name"])) for c in checks])
+    status_w = len("ERROR")
+    indent = " " * (name_w + status_w + 4)
+    summary_w = max(width - len(indent), 30)
+
+    def paint(status: str, text: str) -> str:
+        return f"{_COLOURS.get(status, '')}{text}{_RESET}" if colour else text
+
+    agent = report.get("agent", {})
+    lines = [
+        f"acme-preflight {agent.get('version', '')} on {agent.get('hostname', '?')} "
+        f"({agent.get('host_id', '?')}) at {report.get('finished_at', '')}",
+        "",
+        f"{'CHECK':<{name_w}}  {'STATUS':<{status_w}}  SUMMARY",
+    ]
+    for c in checks:
+        status = str(c["status"])
+        summary = textwrap.wrap(str(c["summary"]), summary_w) or [""]
+        lines.append(
+            f"{c['name']:<{name_w}}  {paint(status, status.upper()):<{status_w}}  {summary[0]}"
+            if not colour
+            else f"{c['name']:<{name_w}}  {paint(status, f'{status.upper():<{status_w}}')}"
+            f"  {summary[0]}"
+        )
+        lines.extend(indent + s for s in summary[1:])
+        remediation = str(c.get("remediation") or "")
+        if status in ("warn", "fail", "error") and remediation:
+            wrapped = textwrap.wrap("-> " + remediation, summary_w, subsequent_indent="   ")
+            lines.extend(indent + s for s in wrapped)
+    overall = str(report.get("status", ""))
+    lines += ["", f"Overall: {paint(overall, overall.upper())}"]
+    return "\n".join(lines) + "\n"

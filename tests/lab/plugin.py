@@ -1,0 +1,1 @@
+"""pytest plugin that registers the lab fixtures (see tests/lab/)."""
