@@ -1,0 +1,190 @@
+"""The lab stand-ins behave like the real DigiCert services (and fail like real networks)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import json
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.lab.base import LabThread
+from tests.lab.https import DIRECTORY_PATH, NONCE_PATH, HttpsServer
+from tests.lab.pki import DIGICERT_INTERMEDIATE_CN, INSPECTION_CN, LabPki, certificate
+
+
+def client_context(pki: LabPki, *cas: Any) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=pki.bundle_pem(*cas).decode())
+
+
+async def get(
+    server: HttpsServer,
+    ctx: ssl.SSLContext,
+    path: str = DIRECTORY_PATH,
+    method: str = "GET",
+    sni: str = "acme.digicert.com",
+) -> tuple[int, dict[str, str], bytes]:
+    url = f"https://{server.host}:{server.port}{path}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, ssl=ctx, server_hostname=sni, headers={"Host": sni}) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+async def handshake(host: str, port: int, ctx: ssl.SSLContext, sni: str | None) -> dict[str, Any]:
+    _, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=sni)
+    try:
+        peer = writer.get_extra_info("peercert")
+        return dict(peer) if peer else {}
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def issuer_cn(peer: dict[str, Any]) -> str:
+    return dict(x[0] for x in peer["issuer"])["commonName"]
+
+
+# ------------------------------------------------------------------------- PKI + HTTPS
+
+
+def test_pki_names_look_like_digicert(lab_pki: LabPki) -> None:
+    cert = certificate(lab_pki.valid)
+    assert "DigiCert" in cert.issuer.rfc4514_string()
+    assert DIGICERT_INTERMEDIATE_CN in cert.issuer.rfc4514_string()
+    assert INSPECTION_CN in certificate(lab_pki.intercepted).issuer.rfc4514_string()
+    now = dt.datetime.now(dt.UTC)
+    assert certificate(lab_pki.expired).not_valid_after_utc < now
+    assert certificate(lab_pki.not_yet_valid).not_valid_before_utc > now
+    # The leaf carries the intermediate, like a real server's chain.
+    assert len(lab_pki.valid.cert_chain_pems) == 2
+
+
+def test_write_bundle(lab_pki: LabPki, tmp_path: Path) -> None:
+    path = lab_pki.write_bundle(tmp_path / "ca.pem", lab_pki.digicert_root, lab_pki.inspection)
+    ctx = ssl.create_default_context(cafile=str(path))
+    assert len(ctx.get_ca_certs()) == 2
+
+
+@pytest.mark.parametrize("sni", ["acme.digicert.com", "daas.digicert.com", "x.digicert.com"])
+async def test_tls_verifies_against_bundle_with_sni(lab_pki: LabPki, sni: str) -> None:
+    async with HttpsServer(lab_pki.valid, "127.0.0.2", 0) as server:
+        peer = await handshake(server.host, server.port, client_context(lab_pki), sni)
+        assert issuer_cn(peer) == DIGICERT_INTERMEDIATE_CN
+        assert server.sni == [sni]
+
+
+@pytest.mark.parametrize(
+    ("cert", "message"),
+    [
+        ("intercepted", "unable to get local issuer certificate"),
+        ("wrong_host", "Hostname mismatch"),
+        ("expired", "certificate has expired"),
+        ("not_yet_valid", "certificate is not yet valid"),
+    ],
+)
+async def test_tls_verify_failures(lab_pki: LabPki, cert: str, message: str) -> None:
+    async with HttpsServer(getattr(lab_pki, cert), "127.0.0.2", 0) as server:
+        with pytest.raises(ssl.SSLCertVerificationError, match=message):
+            await handshake(server.host, server.port, client_context(lab_pki), "acme.digicert.com")
+
+
+async def test_inspection_ca_trusted_shows_its_issuer(lab_pki: LabPki) -> None:
+    """A middlebox whose CA the host trusts: the handshake verifies, the issuer gives it away."""
+    ctx = client_context(lab_pki, lab_pki.digicert_root, lab_pki.inspection)
+    async with HttpsServer(lab_pki.intercepted, "127.0.0.2", 0) as server:
+        peer = await handshake(server.host, server.port, ctx, "acme.digicert.com")
+    assert issuer_cn(peer) == INSPECTION_CN
+
+
+async def test_sni_selects_cert_and_cert_switches_at_runtime(lab_pki: LabPki) -> None:
+    ctx = client_context(lab_pki)
+    async with HttpsServer(
+        lab_pki.valid, "127.0.0.2", 0, sni_certs={"daas.digicert.com": lab_pki.expired}
+    ) as server:
+        await handshake(server.host, server.port, ctx, "acme.digicert.com")
+        with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+            await handshake(server.host, server.port, ctx, "daas.digicert.com")
+        server.cert = lab_pki.intercepted
+        with pytest.raises(ssl.SSLCertVerificationError, match="local issuer"):
+            await handshake(server.host, server.port, ctx, "acme.digicert.com")
+
+
+async def test_acme_directory_like_digicert(lab_pki: LabPki) -> None:
+    async with HttpsServer(lab_pki.valid, "127.0.0.2", 0) as server:
+        status, headers, body = await get(server, client_context(lab_pki))
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    directory = json.loads(body)
+    for key in ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange"):
+        assert directory[key].startswith("https://acme.digicert.com/v2/acme/")
+    assert directory["meta"]["externalAccountRequired"] is True
+    assert directory["meta"]["termsOfService"].startswith("https://www.digicert.com/")
+    date = email.utils.parsedate_to_datetime(headers["Date"])
+    assert abs((date - dt.datetime.now(dt.UTC)).total_seconds()) < 5
+    assert server.requests[0].path == DIRECTORY_PATH
+    assert server.requests[0].host == "acme.digicert.com"
+
+
+async def test_new_nonce(lab_pki: LabPki) -> None:
+    async with HttpsServer(lab_pki.valid, "127.0.0.2", 0) as server:
+        ctx = client_context(lab_pki)
+        status, headers, _ = await get(server, ctx, NONCE_PATH, "HEAD")
+        assert status == 200
+        assert headers["Cache-Control"] == "no-store"
+        status2, headers2, body = await get(server, ctx, NONCE_PATH, "GET")
+    assert (status2, body) == (204, b"")
+    assert headers["Replay-Nonce"] != headers2["Replay-Nonce"]
+
+
+async def test_behaviours_status_body_clock(lab_pki: LabPki) -> None:
+    ctx = client_context(lab_pki)
+    async with HttpsServer(lab_pki.valid, "127.0.0.2", 0) as server:
+        server.behaviour.status = 503
+        status, headers, _ = await get(server, ctx)
+        assert status == 503
+        assert "Date" in headers
+        server.behaviour.status = 200
+        server.behaviour.body = {"hello": "world"}
+        assert (await get(server, ctx))[2] == b'{"hello": "world"}'
+        server.behaviour.body = "<html>captive portal</html>"
+        _, headers, body = await get(server, ctx)
+        assert headers["Content-Type"].startswith("text/html")
+        assert b"captive portal" in body
+        server.behaviour.body = None
+        server.behaviour.clock_offset = -400
+        _, headers, _ = await get(server, ctx)
+    skew = email.utils.parsedate_to_datetime(headers["Date"]) - dt.datetime.now(dt.UTC)
+    assert -405 < skew.total_seconds() < -395
+
+
+async def test_https_stop_closes_listener(lab_pki: LabPki) -> None:
+    server = await HttpsServer(lab_pki.valid, "127.0.0.2", 0).start()
+    port = server.port
+    assert port != 0
+    await server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.2", port)
+
+
+def test_https_in_background_thread(lab_pki: LabPki) -> None:
+    """Sync tests (subprocess CLI runs) get servers on a background loop."""
+    with LabThread() as lab:
+        server = lab.start(HttpsServer(lab_pki.valid, "127.0.0.2", 443))
+        ctx = client_context(lab_pki)
+        with (
+            socket.create_connection(("127.0.0.2", 443), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="acme.digicert.com") as tls,
+        ):
+            tls.sendall(b"GET /v2/acme/directory/ HTTP/1.1\r\nHost: acme.digicert.com\r\n\r\n")
+            assert tls.recv(100).startswith(b"HTTP/1.1 200 OK")
+    assert not server.running
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.2", 443), timeout=5)
