@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.resolver
 import pytest
 
 from tests.lab.base import LabThread
+from tests.lab.dns import DnsMode, DnsQuery, DnsServer
 from tests.lab.https import DIRECTORY_PATH, NONCE_PATH, HttpsServer
 from tests.lab.pki import DIGICERT_INTERMEDIATE_CN, INSPECTION_CN, LabPki, certificate
 
@@ -188,3 +193,97 @@ def test_https_in_background_thread(lab_pki: LabPki) -> None:
     assert not server.running
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.2", 443), timeout=5)
+
+
+# ------------------------------------------------------------------------------- DNS
+
+
+def resolver(server: DnsServer, lifetime: float = 1.0) -> dns.resolver.Resolver:
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = [server.host]
+    r.port = server.port
+    r.lifetime = lifetime
+    return r
+
+
+def addresses(answer: dns.resolver.Answer) -> list[str]:
+    return sorted(rr.to_text() for rr in answer)
+
+
+ZONE = {"acme.digicert.com": ["127.0.0.2", "::2"], "daas.digicert.com": ["127.0.0.2"]}
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+async def test_dns_answers_a_and_aaaa(tcp: bool) -> None:
+    async with DnsServer(ZONE, "127.0.0.53", 0) as server:
+        r = resolver(server)
+        a = await asyncio.to_thread(r.resolve, "acme.digicert.com", "A", tcp=tcp)
+        aaaa = await asyncio.to_thread(r.resolve, "ACME.digicert.com.", "AAAA", tcp=tcp)
+        assert addresses(a) == ["127.0.0.2"]
+        assert addresses(aaaa) == ["::2"]
+        with pytest.raises(dns.resolver.NoAnswer):
+            await asyncio.to_thread(r.resolve, "daas.digicert.com", "AAAA", tcp=tcp)
+    transport = "tcp" if tcp else "udp"
+    assert server.queries[:2] == [
+        DnsQuery(transport, "acme.digicert.com", "A"),
+        DnsQuery(transport, "acme.digicert.com", "AAAA"),
+    ]
+
+
+async def test_dns_modes() -> None:
+    async with DnsServer(ZONE, "127.0.0.53", 0) as server:
+        r = resolver(server, lifetime=0.4)
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            await asyncio.to_thread(r.resolve, "unknown.digicert.com", "A")
+        server.set("acme.digicert.com", mode=DnsMode.NXDOMAIN)
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            await asyncio.to_thread(r.resolve, "acme.digicert.com", "A")
+        server.set("acme.digicert.com", mode="servfail")
+        with pytest.raises(dns.resolver.NoNameservers, match="SERVFAIL"):
+            await asyncio.to_thread(r.resolve, "acme.digicert.com", "A")
+        server.set("acme.digicert.com", mode=DnsMode.SILENCE)
+        with pytest.raises(dns.resolver.LifetimeTimeout):
+            await asyncio.to_thread(r.resolve, "acme.digicert.com", "A")
+        with pytest.raises(dns.resolver.LifetimeTimeout):
+            await asyncio.to_thread(r.resolve, "acme.digicert.com", "A", tcp=True)
+        # Other names are unaffected; addresses change at runtime.
+        server.set("daas.digicert.com", ["192.0.2.7"])
+        answer = await asyncio.to_thread(r.resolve, "daas.digicert.com", "A")
+        assert addresses(answer) == ["192.0.2.7"]
+        server.override = DnsMode.SILENCE
+        with pytest.raises(dns.resolver.LifetimeTimeout):
+            await asyncio.to_thread(r.resolve, "daas.digicert.com", "A")
+
+
+async def test_dns_truncated_falls_back_to_tcp() -> None:
+    async with DnsServer(ZONE, "127.0.0.53", 0) as server:
+        server.set("acme.digicert.com", mode=DnsMode.TRUNCATED)
+        answer = await asyncio.to_thread(resolver(server).resolve, "acme.digicert.com", "A")
+    assert addresses(answer) == ["127.0.0.2"]
+    assert [q.transport for q in server.queries] == ["udp", "tcp"]
+
+
+async def test_dns_garbage_is_not_a_dns_message() -> None:
+    async with DnsServer(ZONE, "127.0.0.53", 0) as server:
+        server.set("acme.digicert.com", mode=DnsMode.GARBAGE)
+        query = dns.message.make_query("acme.digicert.com", "A")
+        with pytest.raises(dns.exception.DNSException):
+            await dns.asyncquery.tcp(query, server.host, port=server.port, timeout=1)
+        # Junk sent *to* the server is dropped; it keeps answering.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"\x00junk", (server.host, server.port))
+        server.set("acme.digicert.com", mode=DnsMode.ANSWER)
+        reply = await dns.asyncquery.udp(query, server.host, port=server.port, timeout=1)
+        assert reply.answer
+
+
+async def test_dns_stop_closes_udp_and_tcp() -> None:
+    server = await DnsServer(ZONE, "127.0.0.53", 0).start()
+    # A TCP client left connected must not keep the server alive.
+    _, writer = await asyncio.open_connection(server.host, server.port)
+    await server.stop()
+    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(server.host, server.port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((server.host, server.port))  # the UDP port is free again
