@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agent.redact import redact_text
+
 DEFAULT_PATH = Path("/etc/acme-preflight/config.toml")
 EX_CONFIG = 78
 
@@ -170,10 +172,11 @@ class Config:
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in logs, reports or messages."""
         found: list[str] = []
-        if self.proxy.url:
-            parts = urlsplit(self.proxy.url)
-            if parts.password:
-                found.append(parts.password)
+        for url in (self.proxy.url, self.collector.url):
+            if url:
+                parts = urlsplit(url)
+                if parts.password:
+                    found.append(parts.password)
         return tuple(s for s in found if s)
 
 
@@ -182,7 +185,7 @@ class Config:
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-_]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-_]{1,63}(?<!-))*\.?$"
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$"
 )
 
 
@@ -384,17 +387,16 @@ def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (for messages and ``config show``)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None and parts.username is None:
-            return url
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
-        user = parts.username or ""
-        auth = f"{user}:***@" if parts.password is not None else f"{user}@"
-        return parts._replace(netloc=auth + netloc).geturl()
     except ValueError:
-        return "<unparseable URL>"
+        return redact_text(url)
+    # Rewrite the netloc text itself: going through .port would raise on a bad port and
+    # lose the whole URL from the error message that is about that port.
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    auth = f"{user}:***@" if colon else f"{user}@"
+    return parts._replace(netloc=auth + hostport).geturl()
 
 
 def _path(value: object) -> Path:
@@ -437,6 +439,14 @@ def _sensor_version(value: object) -> SensorVersion:
     return SensorVersion.parse(_str(value))
 
 
+def _jitter(value: object) -> float:
+    """A duration, or 0 to start every run exactly on the interval."""
+    # not `value in (0, ...)`: False == 0 would slip through as a jitter of 0
+    if not isinstance(value, bool) and value in (0, 0.0, "0", "0s"):
+        return 0.0
+    return parse_duration(value)
+
+
 def _positive_int(value: object) -> int:
     return _int_range(1, 2**53)(value)
 
@@ -462,7 +472,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
         {
             "interval": parse_duration,
             "timeout": parse_duration,
-            "jitter": lambda v: 0.0 if v in (0, "0", "0s") else parse_duration(v),
+            "jitter": _jitter,
             "host_id": _nonempty_str,
             "state_dir": _path,
             "log_level": _log_level,
