@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import email.utils
 import json
 import socket
 import ssl
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from tests.lab.base import LabThread
 from tests.lab.dns import DnsMode, DnsQuery, DnsServer
 from tests.lab.https import DIRECTORY_PATH, NONCE_PATH, HttpsServer
 from tests.lab.pki import DIGICERT_INTERMEDIATE_CN, INSPECTION_CN, LabPki, certificate
+from tests.lab.proxy import ConnectProxy
 
 
 def client_context(pki: LabPki, *cas: Any) -> ssl.SSLContext:
@@ -287,3 +290,99 @@ async def test_dns_stop_closes_udp_and_tcp() -> None:
         await asyncio.open_connection(server.host, server.port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((server.host, server.port))  # the UDP port is free again
+
+
+# ----------------------------------------------------------------------------- proxy
+
+
+async def connect_via(
+    proxy: ConnectProxy, target: str, auth: str | None = None, method: str = "CONNECT"
+) -> tuple[int, str, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    head = f"{method} {target} HTTP/1.1\r\nHost: {target}\r\n"
+    if auth:
+        head += f"Proxy-Authorization: Basic {base64.b64encode(auth.encode()).decode()}\r\n"
+    writer.write(head.encode() + b"\r\n")
+    response = (await reader.readuntil(b"\r\n\r\n")).decode()
+    return int(response.split(" ")[1]), response, reader, writer
+
+
+async def connect_status(
+    proxy: ConnectProxy, target: str, auth: str | None = None, method: str = "CONNECT"
+) -> int:
+    status, _, _, writer = await connect_via(proxy, target, auth, method)
+    writer.close()
+    await writer.wait_closed()
+    return status
+
+
+async def test_proxy_tunnels_to_digicert_via_upstream_map(lab_pki: LabPki) -> None:
+    async with HttpsServer(lab_pki.valid, "127.0.0.2", 0) as https:
+        upstreams = {"acme.digicert.com": (https.host, https.port)}
+        async with ConnectProxy("127.0.0.4", 0, upstreams=upstreams) as proxy:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(
+                    "https://acme.digicert.com/v2/acme/directory/",
+                    proxy=proxy.url,
+                    ssl=client_context(lab_pki),
+                ) as resp,
+            ):
+                directory = await resp.json()
+            assert directory["meta"]["externalAccountRequired"] is True
+            assert proxy.requests[0].target == "acme.digicert.com:443"
+            assert proxy.requests[0].status == 200
+            assert proxy.bytes_up > 0
+            assert proxy.bytes_down > 0
+            assert https.sni == ["acme.digicert.com"]
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("example.com:443", 403),
+        ("digicert.com.evil.net:443", 403),
+        ("127.0.0.2:443", 403),
+        ("acme.digicert.com:22", 403),
+        ("daas.digicert.com:443", 502),  # allowed but not in the upstream map: no DNS
+        ("nonsense", 400),
+    ],
+)
+async def test_proxy_denies(target: str, status: int) -> None:
+    async with ConnectProxy("127.0.0.4", 0, upstreams={"acme.digicert.com": ("127.0.0.2", 9)}) as p:
+        got, response, reader, writer = await connect_via(p, target)
+        assert got == status
+        assert "Connection: close" in response
+        assert await reader.read() == f"{status} {HTTPStatus(status).phrase}\n".encode()
+        writer.close()
+    assert p.requests[0].status == status
+
+
+async def test_proxy_auth_and_modes() -> None:
+    upstreams = {"acme.digicert.com": ("127.0.0.2", 1)}  # nothing listens there
+    async with ConnectProxy("127.0.0.4", 0, upstreams=upstreams, auth=("agent", "s3cret")) as p:
+        status, response, _, writer = await connect_via(p, "acme.digicert.com:443")
+        writer.close()
+        assert status == 407
+        assert 'Proxy-Authenticate: Basic realm="DigiCert sensor"' in response
+        assert await connect_status(p, "acme.digicert.com:443", "agent:wrong") == 407
+        assert await connect_status(p, "acme.digicert.com:443", "agent:s3cret") == 502
+        assert await connect_status(p, "acme.digicert.com:443", "agent:s3cret", "GET") == 405
+        p.connect_status = 503
+        assert await connect_status(p, "acme.digicert.com:443", "agent:s3cret") == 503
+    assert [r.status for r in p.requests] == [407, 407, 502, 405, 503]
+    assert p.requests[0].proxy_authorization is None
+
+
+async def test_proxy_stop_closes_tunnels(lab_pki: LabPki) -> None:
+    async with HttpsServer(lab_pki.valid, "127.0.0.2", 0) as https:
+        proxy = await ConnectProxy(
+            "127.0.0.4", 0, upstreams={"acme.digicert.com": https.address}
+        ).start()
+        status, _, reader, writer = await connect_via(proxy, "acme.digicert.com:443")
+        assert status == 200
+        await proxy.stop()
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # tunnel closed by the proxy
+        writer.close()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(proxy.host, proxy.port)
