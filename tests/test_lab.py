@@ -22,6 +22,13 @@ import pytest
 
 from tests.lab.base import LabThread
 from tests.lab.dns import DnsMode, DnsQuery, DnsServer
+from tests.lab.endpoints import (
+    BlackholeEndpoint,
+    RefusedEndpoint,
+    ReplyEndpoint,
+    ResetEndpoint,
+    SilentEndpoint,
+)
 from tests.lab.https import DIRECTORY_PATH, NONCE_PATH, HttpsServer
 from tests.lab.pki import DIGICERT_INTERMEDIATE_CN, INSPECTION_CN, LabPki, certificate
 from tests.lab.proxy import ConnectProxy
@@ -386,3 +393,61 @@ async def test_proxy_stop_closes_tunnels(lab_pki: LabPki) -> None:
         writer.close()
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(proxy.host, proxy.port)
+
+
+# ------------------------------------------------------------------------- endpoints
+
+
+async def test_blackhole_connect_times_out() -> None:
+    async with BlackholeEndpoint("127.0.0.5", 0) as hole:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempts = [asyncio.wait_for(asyncio.open_connection(*hole.address), 0.4) for _ in range(3)]
+        results = await asyncio.gather(*attempts, return_exceptions=True)
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert loop.time() - started >= 0.4
+        # Blocking clients (the CLI in a subprocess) hang the same way.
+        with pytest.raises(TimeoutError):
+            await asyncio.to_thread(socket.create_connection, hole.address, 0.3)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*hole.address)
+
+
+async def test_refused_really_refuses() -> None:
+    async with RefusedEndpoint("127.0.0.6", 0) as refused:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*refused.address)
+        with pytest.raises(OSError, match="in use"), socket.socket() as s:
+            s.bind(refused.address)  # the port is held: no other test server can take it
+
+
+async def test_silent_endpoint_hangs_tls_handshake(lab_pki: LabPki) -> None:
+    async with SilentEndpoint("127.0.0.7", 0) as silent:
+        ctx = client_context(lab_pki)
+        coro = asyncio.open_connection(
+            *silent.address, ssl=ctx, server_hostname="acme.digicert.com"
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(coro, 0.3)
+        assert silent.connections == 1
+        assert silent.received > 0  # it did get the ClientHello
+
+
+@pytest.mark.parametrize("after_data", [False, True])
+async def test_reset_endpoint(lab_pki: LabPki, after_data: bool) -> None:
+    async with ResetEndpoint("127.0.0.8", 0, after_data=after_data) as reset:
+        ctx = client_context(lab_pki)
+        with pytest.raises(ConnectionResetError):
+            await asyncio.open_connection(
+                *reset.address, ssl=ctx, server_hostname="acme.digicert.com"
+            )
+    assert reset.connections == 1
+
+
+async def test_reply_endpoint_plain_http_where_tls_expected(lab_pki: LabPki) -> None:
+    async with ReplyEndpoint("127.0.0.9", 0) as reply:
+        ctx = client_context(lab_pki)
+        with pytest.raises(ssl.SSLError, match=r"(?i)wrong.version.number"):
+            await asyncio.open_connection(
+                *reply.address, ssl=ctx, server_hostname="acme.digicert.com"
+            )
