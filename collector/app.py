@@ -1,0 +1,444 @@
+"""The collector's web application: ingest, JSON API, fleet page, metrics, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from collector import fleet, page, store
+from collector.config import Settings
+from collector.metrics import Metrics
+from collector.tokens import Tokens, from_header
+from collector.validate import ReportError, parse_json, validate
+
+log = logging.getLogger("acme_preflight.collector")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JSON = "application/json"
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+class TooLarge(Exception):
+    pass
+
+
+class BadEncoding(Exception):
+    pass
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress one gzip member, refusing to produce more than ``limit`` bytes."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise BadEncoding(f"invalid gzip data: {e}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge
+    if not d.eof:
+        raise BadEncoding("truncated gzip data")
+    if d.unused_data:
+        raise BadEncoding("trailing data after the gzip stream")
+    return out
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, never buffering more than ``limit`` bytes."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise TooLarge
+        # the HTTP parser enforces Content-Length framing, so this is bounded by it
+        return await request.content.read()
+    buf = bytearray()
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise TooLarge
+
+
+def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(data).encode(), content_type=JSON, headers=headers
+    )
+
+
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return _json(status, {"error": message, **extra}, headers)
+
+
+class Collector:
+    """Everything one running collector holds; built from validated settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: Tokens | None,
+        read_tokens: Tokens | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self.read_tokens = read_tokens
+        self.clock = clock
+        self.metrics = Metrics()
+        self._writer: store.Writer | None = None
+        self._reader: store.Reader | None = None
+        self._prune_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open (create, migrate) the database and start the writer; raises StoreError."""
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(
+            None, store.open_db, self.settings.db, self.settings.synchronous
+        )
+        self._writer = store.Writer(conn, loop, self._on_batch, clock=self.clock)
+        self._writer.start()
+        self._reader = store.Reader(self.settings.db)
+        self._prune_task = asyncio.create_task(self._prune_loop())
+
+    async def stop(self) -> None:
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prune_task
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
+
+    @property
+    def writer(self) -> store.Writer:
+        assert self._writer is not None, "Collector.start() was not awaited"
+        return self._writer
+
+    @property
+    def reader(self) -> store.Reader:
+        assert self._reader is not None, "Collector.start() was not awaited"
+        return self._reader
+
+    def _on_batch(self, stats: store.BatchStats) -> None:
+        self.metrics.batch_size.observe(stats.reports)
+        self.metrics.commit_seconds.observe(stats.seconds)
+
+    # ------------------------------------------------------------ retention
+
+    async def prune(self) -> int:
+        """Delete reports older than retention_days, chunk by chunk, keeping each host's latest.
+
+        Each chunk is its own short transaction on the writer thread, queued behind the
+        ingest groups, so ingest never waits for more than one chunk.
+        """
+        cutoff = self.clock() - self.settings.retention_days * 86400
+        total = 0
+        while True:
+            n = await self.writer.call(lambda conn: store.prune_chunk(conn, cutoff))
+            total += n
+            self.metrics.pruned += n
+            if n == 0:
+                return total
+            await asyncio.sleep(0)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.prune_interval_s)
+            try:
+                n = await self.prune()
+                if n:
+                    log.info("retention pruned %d reports", n)
+            except Exception:
+                log.exception("retention pruning failed; will retry")
+
+    # ------------------------------------------------------------ auth
+
+    def _read_denied(self, request: web.Request, html: bool = False) -> web.Response | None:
+        if not self.settings.read_auth:
+            return None
+        token = from_header(request.headers.get("Authorization"))
+        if token and self.read_tokens is not None and self.read_tokens.lookup(token):
+            return None
+        challenge = (
+            'Basic realm="acme-preflight-collector", charset="UTF-8"'
+            if html
+            else 'Bearer realm="acme-preflight-collector"'
+        )
+        return _error(401, "a read token is required", {"WWW-Authenticate": challenge})
+
+    # ------------------------------------------------------------ ingest
+
+    async def post_report(self, request: web.Request) -> web.StreamResponse:
+        m = self.metrics
+        bound: str | None = None
+        if self.tokens is not None:
+            token = from_header(request.headers.get("Authorization"))
+            entry = self.tokens.lookup(token) if token else None
+            if entry is None:
+                m.count("unauthorized")
+                resp = _error(
+                    401,
+                    "missing or unknown bearer token",
+                    {"WWW-Authenticate": 'Bearer realm="acme-preflight-collector"'},
+                )
+                if request.content_length is None or request.content_length > 65536:
+                    resp.force_close()  # don't read a large body we will not use
+                return resp
+            bound = entry.host_id
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        limit = self.settings.max_body_bytes
+        try:
+            if encoding not in ("identity", "gzip", "x-gzip"):
+                raise BadEncoding(f"unsupported Content-Encoding {encoding!r} (use gzip)")
+            body = await read_body(request, limit)
+            if encoding != "identity":
+                body = gunzip(body, limit)
+        except TooLarge:
+            m.count("too_large")
+            resp = _error(413, f"the report is larger than {limit} bytes", limit=limit)
+            resp.force_close()  # the rest of the body is never read
+            return resp
+        except BadEncoding as e:
+            m.count("bad_encoding")
+            return _error(415 if "unsupported" in str(e) else 400, str(e))
+        try:
+            doc = parse_json(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            m.count("invalid_json")
+            return _error(400, f"the body is not valid JSON: {e}")
+        try:
+            validate(doc)
+        except ReportError as e:
+            m.count("invalid_report")
+            return _error(400, f"invalid report: {e}", field=e.field, problem=e.problem)
+        host_id: str = doc["agent"]["host_id"]
+        if bound is not None and bound != host_id:
+            m.count("forbidden")
+            return _error(403, "this token is bound to another host_id", field="agent.host_id")
+        interval = doc.get("interval_s")
+        record = store.Record(
+            doc["report_id"],
+            host_id,
+            doc["status"],
+            float(interval) if interval is not None else None,
+            body,
+        )
+        try:
+            stored = await self.writer.submit(record)
+        except store.StoreError as e:
+            m.count("unavailable")
+            log.error("storing a report failed: %s", e)
+            return _error(503, "the report could not be stored; retry later", {"Retry-After": "5"})
+        rid = record.report_id  # a validated UUID: safe to format into JSON as is
+        if stored:
+            m.count("accepted")
+            return web.Response(
+                status=202,
+                body=b'{"status":"accepted","report_id":"%s","duplicate":false}' % rid.encode(),
+                content_type=JSON,
+            )
+        m.count("duplicate")
+        return web.Response(
+            status=200,
+            body=b'{"status":"duplicate","report_id":"%s","duplicate":true}' % rid.encode(),
+            content_type=JSON,
+        )
+
+    # ------------------------------------------------------------ reads
+
+    async def _views(self) -> list[fleet.HostView]:
+        rows = await self.reader.run(store.hosts)
+        now = self.clock()
+        s = self.settings
+        return [fleet.host_view(r, now, s.stale_intervals, s.default_interval_s) for r in rows]
+
+    async def get_hosts(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        status_filter = request.query.get("status", "all")
+        if status_filter not in fleet.FILTERS:
+            return _error(
+                400, f"status: expected one of {', '.join(fleet.FILTERS)}", field="status"
+            )
+        views = await self._views()
+        shown = [v for v in fleet.sort_views(views, "host") if fleet.matches(v, status_filter)]
+        return _json(
+            200,
+            {
+                "generated_at": fleet.iso(self.clock()),
+                "counts": fleet.counts(views),
+                "hosts": [v.to_json() for v in shown],
+            },
+        )
+
+    def _paging(self, request: web.Request) -> tuple[int, int | None] | web.Response:
+        try:
+            limit = int(request.query.get("limit", DEFAULT_PAGE))
+            if not 1 <= limit <= MAX_PAGE:
+                raise ValueError
+        except ValueError:
+            return _error(400, f"limit: expected an integer 1..{MAX_PAGE}", field="limit")
+        before: int | None = None
+        if "before" in request.query:
+            try:
+                before = int(request.query["before"])
+                if before < 1:
+                    raise ValueError
+            except ValueError:
+                return _error(400, "before: expected a cursor from next_before", field="before")
+        return limit, before
+
+    async def get_host_reports(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        host_id = request.match_info["host_id"]
+        paging = self._paging(request)
+        if isinstance(paging, web.Response):
+            return paging
+        limit, before = paging
+        rows, known = await self.reader.run(
+            lambda conn: (
+                store.host_reports(conn, host_id, limit + 1, before),
+                store.host(conn, host_id) is not None,
+            )
+        )
+        if not known:
+            return _error(404, "no reports from this host_id", host_id=host_id)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_before = rows[-1].id if more else None
+        parts = [
+            b'{"received_at":%s,"cursor":%d,"report":%s}'
+            % (json.dumps(fleet.iso(r.received_at)).encode(), r.id, r.body)
+            for r in rows
+        ]
+        body = b'{"host_id":%s,"reports":[%s],"next_before":%s}' % (
+            json.dumps(host_id).encode(),
+            b",".join(parts),
+            b"null" if next_before is None else str(next_before).encode(),
+        )
+        return web.Response(body=body, content_type=JSON)
+
+    def _refresh(self, views: list[fleet.HostView]) -> int:
+        if self.settings.page_refresh_s:
+            return max(1, round(self.settings.page_refresh_s))
+        intervals = [v.interval_s or self.settings.default_interval_s for v in views]
+        return int(min(300, max(10, min(intervals, default=60))))
+
+    async def get_page(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request, html=True)) is not None:
+            return denied
+        status_filter = request.query.get("status", "all")
+        if status_filter not in fleet.FILTERS:
+            status_filter = "all"
+        sort = request.query.get("sort", "status")
+        if sort not in fleet.SORTS:
+            sort = "status"
+        views = await self._views()
+        shown = [v for v in fleet.sort_views(views, sort) if fleet.matches(v, status_filter)]
+        html = page.fleet_page(
+            shown,
+            fleet.check_columns(views),
+            fleet.counts(views),
+            status_filter,
+            sort,
+            self._refresh(views),
+            self.clock(),
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def get_host_page(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request, html=True)) is not None:
+            return denied
+        host_id = request.match_info["host_id"]
+        paging = self._paging(request)
+        if isinstance(paging, web.Response):
+            return paging
+        limit, before = paging
+        row, rows = await self.reader.run(
+            lambda conn: (
+                store.host(conn, host_id),
+                store.host_reports(conn, host_id, limit + 1, before),
+            )
+        )
+        if row is None:
+            return web.Response(
+                status=404, text=page.not_found_page(f"no host {host_id}"), content_type="text/html"
+            )
+        s = self.settings
+        view = fleet.host_view(row, self.clock(), s.stale_intervals, s.default_interval_s)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        html = page.host_page(view, rows, rows[-1].id if more else None, self._refresh([view]))
+        return web.Response(text=html, content_type="text/html")
+
+    async def get_metrics(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        s = self.settings
+        counts, stale = await self.reader.run(
+            lambda conn: store.host_counts(
+                conn, self.clock(), s.stale_intervals, s.default_interval_s
+            )
+        )
+        return web.Response(
+            text=self.metrics.render(counts, stale),
+            content_type="text/plain",
+            headers={"X-Content-Type-Options": "nosniff"},
+            charset="utf-8",
+        )
+
+    async def get_healthz(self, request: web.Request) -> web.StreamResponse:
+        try:
+            await self.reader.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        except Exception as e:
+            return _error(503, f"database unavailable: {e}")
+        return _json(200, {"status": "ok"})
+
+    # ------------------------------------------------------------ wiring
+
+    def _timed(self, name: str, handler: Handler) -> Handler:
+        observe = self.metrics.observe_request
+        clock = time.perf_counter
+
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            t0 = clock()
+            try:
+                return await handler(request)
+            finally:
+                observe(name, clock() - t0)
+
+        return wrapper
+
+    def app(self) -> web.Application:
+        """The aiohttp application; serve it with ``auto_decompress=False`` (see runner())."""
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        t = self._timed
+        app.router.add_post("/api/v1/reports", t("ingest", self.post_report))
+        app.router.add_get("/api/v1/hosts", t("hosts", self.get_hosts))
+        app.router.add_get(
+            r"/api/v1/hosts/{host_id:[^/]+}/reports", t("host_reports", self.get_host_reports)
+        )
+        app.router.add_get("/", t("page", self.get_page))
+        app.router.add_get(r"/hosts/{host_id:[^/]+}", t("host_page", self.get_host_page))
+        app.router.add_get("/metrics", t("metrics", self.get_metrics))
+        app.router.add_get("/healthz", t("healthz", self.get_healthz))
+        return app
+
+    def runner(self) -> web.AppRunner:
+        # The body is decompressed by post_report itself, with a size limit.
+        return web.AppRunner(self.app(), access_log=None, auto_decompress=False)

@@ -1,0 +1,156 @@
+"""``acme-preflight-collector``: the reference collector's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.config import EX_CONFIG, ConfigError
+from collector import config, tokens
+from collector.config import Settings
+
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_CANTCREAT = 73
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="acme-preflight-collector",
+        description="Reference collector for acme-preflight reports: ingest, API, fleet page.",
+    )
+    p.add_argument("--version", action="version", version=f"acme-preflight-collector {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the collector")
+    serve.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help=f"default {config.DEFAULT_LISTEN}")
+    serve.add_argument("--db", type=Path, metavar="PATH", help=f"default {config.DEFAULT_DB}")
+    serve.add_argument(
+        "--tokens-file", type=Path, metavar="PATH", help="lines of `token [host_id]`"
+    )
+    serve.add_argument("--tls-cert", type=Path, metavar="PATH", help="PEM certificate chain")
+    serve.add_argument("--tls-key", type=Path, metavar="PATH", help="PEM private key")
+    serve.add_argument(
+        "--client-ca", type=Path, metavar="PATH", help="require client certificates from this CA"
+    )
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    s = config.load(args.config)
+    s = config.with_flags(
+        s,
+        listen=args.listen,
+        db=args.db,
+        tokens_file=args.tokens_file,
+        cert=args.tls_cert,
+        key=args.tls_key,
+        client_ca=args.client_ca,
+    )
+    return config.check(s)
+
+
+def ssl_context(s: Settings) -> ssl.SSLContext | None:
+    if not s.tls.enabled:
+        return None
+    assert s.tls.cert is not None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(s.tls.cert, s.tls.key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError("[tls] cert", f"cannot load {s.tls.cert} / {s.tls.key}: {e}") from None
+    if s.tls.client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=s.tls.client_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError("[tls] client_ca", f"cannot load {s.tls.client_ca}: {e}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def serve(s: Settings, ctx: ssl.SSLContext | None) -> int:
+    from aiohttp import web
+
+    from agent.log import configure, get
+    from collector.app import Collector
+    from collector.store import StoreError
+
+    configure(s.log_level, stream=sys.stderr)
+    log = get("acme_preflight.collector")
+    toks = tokens.load(s.tokens_file) if s.tokens_file else None
+    read_toks = tokens.load(s.read_tokens_file, "read_tokens_file") if s.read_tokens_file else None
+    collector = Collector(s, toks, read_toks)
+    try:
+        await collector.start()
+    except StoreError as e:
+        print(f"acme-preflight-collector: database error: {e}", file=sys.stderr)
+        return EX_CANTCREAT
+    runner = collector.runner()
+    await runner.setup()
+    host, port = s.host_port
+    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024)
+    try:
+        await site.start()
+    except OSError as e:
+        print(f"acme-preflight-collector: cannot listen on {s.listen}: {e}", file=sys.stderr)
+        await runner.cleanup()
+        await collector.stop()
+        return EX_UNAVAILABLE
+    bound = runner.addresses[0]
+    scheme = "https" if ctx else "http"
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+    # tests and scripts read this line to find a port chosen with :0
+    print(f"acme-preflight-collector: listening on {scheme}://{shown}:{bound[1]}", flush=True)
+    log.info("collector started", listen=f"{shown}:{bound[1]}", db=str(s.db), tls=bool(ctx))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def reload_tokens() -> None:
+        # SIGHUP: re-read the tokens files (rotation without a restart); a bad file keeps the old
+        try:
+            if s.tokens_file:
+                collector.tokens = tokens.load(s.tokens_file)
+            if s.read_tokens_file:
+                collector.read_tokens = tokens.load(s.read_tokens_file, "read_tokens_file")
+            log.info("tokens reloaded")
+        except ConfigError as e:
+            log.error("tokens not reloaded, keeping the previous ones", error=str(e))
+
+    loop.add_signal_handler(signal.SIGHUP, reload_tokens)
+    await stop.wait()
+    log.info("collector stopping")
+    await runner.cleanup()
+    await collector.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    try:
+        s = settings_from_args(args)
+        ctx = ssl_context(s)
+        if s.tokens_file:
+            tokens.load(s.tokens_file)  # fail before binding anything
+        if s.read_tokens_file:
+            tokens.load(s.read_tokens_file, "read_tokens_file")
+    except ConfigError as e:
+        print(f"acme-preflight-collector: config error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    return asyncio.run(serve(s, ctx))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""SQLite storage: schema migrations, the group-commit writer thread and read queries.
+
+One thread owns the only write connection. Ingest requests put a record on its queue and
+await a future; the thread takes everything queued, inserts it in one transaction, commits
+(one WAL fsync for the whole group with ``synchronous=FULL``) and then resolves every future
+of the group with a single hop back to the event loop. So a 202 always follows a commit, and
+the cost of a commit is shared by all the requests that arrived while the previous one ran.
+Reads use their own connections in a small thread pool (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Each entry moves the schema from version i to i+1 (PRAGMA user_version); never edit one
+# that has shipped, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE reports (
+        id          INTEGER PRIMARY KEY,
+        report_id   TEXT NOT NULL UNIQUE,
+        host_id     TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        status      TEXT NOT NULL,
+        body        BLOB NOT NULL
+    );
+    CREATE INDEX reports_by_host ON reports(host_id, id);
+    CREATE INDEX reports_by_received ON reports(received_at);
+    CREATE TABLE hosts (
+        host_id    TEXT PRIMARY KEY,
+        latest_id  INTEGER NOT NULL,
+        last_seen  REAL NOT NULL,
+        status     TEXT NOT NULL,
+        interval_s REAL
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT = (
+    "INSERT INTO reports(report_id, host_id, received_at, status, body) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(report_id) DO NOTHING"
+)
+_UPSERT_HOST = (
+    "INSERT INTO hosts(host_id, latest_id, last_seen, status, interval_s) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(host_id) DO UPDATE SET latest_id = excluded.latest_id, "
+    "last_seen = excluded.last_seen, status = excluded.status, interval_s = excluded.interval_s"
+)
+_PRUNE = (
+    "DELETE FROM reports WHERE id IN ("
+    " SELECT id FROM reports WHERE received_at < ?"
+    " AND id NOT IN (SELECT latest_id FROM hosts) LIMIT ?)"
+)
+
+
+class StoreError(Exception):
+    """The database cannot be opened or migrated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    report_id: str
+    host_id: str
+    status: str
+    interval_s: float | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host_id: str
+    latest_id: int
+    last_seen: float
+    status: str
+    interval_s: float | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    id: int
+    received_at: float
+    status: str
+    body: bytes
+
+
+def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+        )
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def open_db(path: Path, synchronous: str = "full") -> sqlite3.Connection:
+    """Create the file and its directory if missing, switch to WAL and migrate."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path, synchronous)
+        migrate(conn)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: {e}") from None
+    except OSError as e:
+        raise StoreError(f"{path}: {e.strerror or e}") from None
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations, each in its own transaction; return the new version."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this collector "
+            f"understands ({SCHEMA_VERSION}); upgrade acme-preflight-collector"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[target - 1]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- writer
+
+
+@dataclass
+class BatchStats:
+    reports: int
+    seconds: float
+
+
+_Job = tuple[Record, "asyncio.Future[bool]"]
+
+
+class Writer:
+    """The single writer thread with group commit."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        loop: asyncio.AbstractEventLoop,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        max_batch: int = 2048,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._loop = loop
+        self._on_batch = on_batch
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="collector-writer", daemon=True)
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, record: Record) -> asyncio.Future[bool]:
+        """Queue a report; the future is True when stored, False for a repeated report_id."""
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        if self._stopping:
+            fut.set_exception(StoreError("the collector is shutting down"))
+            return fut
+        self._queue.put((record, fut))
+        return fut
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the writer thread between two groups (maintenance)."""
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, fut))
+        return await fut
+
+    async def stop(self) -> None:
+        """Finish everything queued, then close the connection."""
+        self._stopping = True
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _run(self) -> None:
+        q = self._queue
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                batch = [item]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                jobs = [b for b in batch if isinstance(b[0], Record)]
+                calls = [b for b in batch if not isinstance(b[0], Record)]
+                if jobs:
+                    self._commit(jobs)
+                for fn, fut in calls:
+                    self._call(fn, fut)
+                if stop:
+                    break
+        finally:
+            self._conn.close()
+
+    def _commit(self, jobs: Sequence[_Job]) -> None:
+        conn = self._conn
+        t0 = time.perf_counter()
+        now = self._clock()
+        results: list[bool] = []
+        latest: dict[str, tuple[str, int, float, str, float | None]] = {}
+        error: BaseException | None = None
+        try:
+            conn.execute("BEGIN")
+            execute = conn.cursor().execute
+            for rec, _ in jobs:
+                cur = execute(_INSERT, (rec.report_id, rec.host_id, now, rec.status, rec.body))
+                if cur.rowcount == 1:
+                    results.append(True)
+                    rowid = cur.lastrowid
+                    assert rowid is not None
+                    latest[rec.host_id] = (rec.host_id, rowid, now, rec.status, rec.interval_s)
+                else:
+                    results.append(False)
+            if latest:
+                conn.executemany(_UPSERT_HOST, latest.values())
+            conn.execute("COMMIT")
+        except BaseException as e:
+            error = e
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        stats = BatchStats(len(jobs), time.perf_counter() - t0)
+        self._loop.call_soon_threadsafe(self._resolve, jobs, results, error, stats)
+
+    def _resolve(
+        self,
+        jobs: Sequence[_Job],
+        results: list[bool],
+        error: BaseException | None,
+        stats: BatchStats,
+    ) -> None:
+        for i, (_, fut) in enumerate(jobs):
+            if fut.done():  # the request was cancelled (client went away): nothing to tell
+                continue
+            if error is None:
+                fut.set_result(results[i])
+            else:
+                fut.set_exception(StoreError(str(error)))
+        if error is None and self._on_batch is not None:
+            self._on_batch(stats)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], Any], fut: asyncio.Future[Any]) -> None:
+        try:
+            result = fn(self._conn)
+        except BaseException as e:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._loop.call_soon_threadsafe(_set_exception, fut, e)
+        else:
+            self._loop.call_soon_threadsafe(_set_result, fut, result)
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def prune_chunk(conn: sqlite3.Connection, cutoff: float, limit: int = 500) -> int:
+    """Delete up to ``limit`` reports received before ``cutoff``, never a host's latest."""
+    conn.execute("BEGIN")
+    n = conn.execute(_PRUNE, (cutoff, limit)).rowcount
+    conn.execute("COMMIT")
+    return int(n)
+
+
+# ---------------------------------------------------------------- readers
+
+
+class Reader:
+    """Read-only queries on a small thread pool, one connection per thread."""
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="collector-reader")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self._path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+
+def hosts(conn: sqlite3.Connection) -> list[HostRow]:
+    rows = conn.execute(
+        "SELECT h.host_id, h.latest_id, h.last_seen, h.status, h.interval_s, r.body "
+        "FROM hosts h JOIN reports r ON r.id = h.latest_id ORDER BY h.host_id"
+    ).fetchall()
+    return [HostRow(*row) for row in rows]
+
+
+def host(conn: sqlite3.Connection, host_id: str) -> HostRow | None:
+    row = conn.execute(
+        "SELECT h.host_id, h.latest_id, h.last_seen, h.status, h.interval_s, r.body "
+        "FROM hosts h JOIN reports r ON r.id = h.latest_id WHERE h.host_id = ?",
+        (host_id,),
+    ).fetchone()
+    return HostRow(*row) if row else None
+
+
+def host_reports(
+    conn: sqlite3.Connection, host_id: str, limit: int, before: int | None
+) -> list[ReportRow]:
+    """Newest first; ``before`` is the ``id`` cursor of the last row of the previous page."""
+    if before is None:
+        rows = conn.execute(
+            "SELECT id, received_at, status, body FROM reports WHERE host_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (host_id, limit),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT id, received_at, status, body FROM reports WHERE host_id = ? AND id < ? "
+            "ORDER BY id DESC LIMIT ?",
+            (host_id, before, limit),
+        ).fetchall()
+    return [ReportRow(*row) for row in rows]
+
+
+def host_counts(
+    conn: sqlite3.Connection, now: float, stale_intervals: float, default_interval: float
+) -> tuple[dict[str, int], int]:
+    """Hosts by latest status, and how many are stale."""
+    counts: dict[str, int] = {}
+    stale = 0
+    for status, n, s in conn.execute(
+        "SELECT status, COUNT(*), SUM(last_seen < ? - ? * COALESCE(interval_s, ?)) "
+        "FROM hosts GROUP BY status",
+        (now, stale_intervals, default_interval),
+    ):
+        counts[str(status)] = int(n)
+        stale += int(s or 0)
+    return counts, stale

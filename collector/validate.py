@@ -1,0 +1,174 @@
+"""A fast hand-written validator for ``agent/schema/report.schema.json``.
+
+The JSON Schema stays the contract; this code mirrors it because a generic validator costs
+more per report than the whole rest of the ingest path. tests/test_collector_validate.py
+checks the two agree on generated documents. Patterns follow ECMA-262 (``$`` is the end of
+the text, not "before a final newline" as in Python's ``re``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+SCHEMA_ID = "acme-preflight.report/1"
+STATUSES = frozenset(("pass", "skip", "warn", "error", "fail"))
+MAX_CHECKS = 64
+
+_REPORT_KEYS = frozenset(
+    (
+        "schema",
+        "report_id",
+        "agent",
+        "started_at",
+        "finished_at",
+        "status",
+        "interval_s",
+        "dropped_reports",
+        "checks",
+    )
+)
+_REPORT_REQUIRED = ("schema", "report_id", "agent", "started_at", "finished_at", "status", "checks")
+_AGENT_KEYS = frozenset(("host_id", "hostname", "fqdn", "version"))
+_CHECK_KEYS = ("name", "status", "summary", "reason", "remediation", "duration_ms", "details")
+_CHECK_KEYSET = frozenset(_CHECK_KEYS)
+
+_UUID4 = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+).fullmatch
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|\+00:00)"
+).fullmatch
+_IDENT = re.compile(r"[a-z][a-z0-9_]{0,63}").fullmatch
+
+
+class ReportError(ValueError):
+    """A report that breaks the schema; ``field`` is a path like ``checks[2].status``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON (no NaN/Infinity); raises ValueError."""
+    return json.loads(body, parse_constant=_reject_constant)
+
+
+def _is_number(v: object) -> bool:
+    return (type(v) is int or type(v) is float) and v == v  # v == v: not NaN
+
+
+def _is_integer(v: object) -> bool:
+    # JSON Schema: 1.0 is an integer too
+    return type(v) is int or (type(v) is float and v.is_integer())
+
+
+def _string(obj: dict[str, Any], key: str, path: str, lo: int, hi: int) -> str:
+    v = obj[key]
+    if type(v) is not str:
+        raise ReportError(path, "must be a string")
+    n = len(v)
+    if n < lo:
+        raise ReportError(path, "must not be empty" if lo == 1 else f"shorter than {lo}")
+    if n > hi:
+        raise ReportError(path, f"longer than {hi} characters")
+    return v
+
+
+def _unknown(obj: dict[str, Any], known: frozenset[str], path: str) -> None:
+    for k in obj:
+        if k not in known:
+            raise ReportError(f"{path}{k}", "unknown field (not allowed by the schema)")
+
+
+def validate(doc: Any) -> dict[str, Any]:
+    """Return ``doc`` if it is a valid report, else raise :class:`ReportError`."""
+    if type(doc) is not dict:
+        raise ReportError("", "the report must be a JSON object")
+    for k in _REPORT_REQUIRED:
+        if k not in doc:
+            raise ReportError(k, "required field is missing")
+    # all required keys are present, so only a longer object can hold an unknown key
+    if len(doc) > len(_REPORT_REQUIRED):
+        _unknown(doc, _REPORT_KEYS, "")
+    if type(doc["schema"]) is not str or doc["schema"] != SCHEMA_ID:
+        raise ReportError("schema", f"must be {SCHEMA_ID!r}")
+    rid = doc["report_id"]
+    if type(rid) is not str or not _UUID4(rid):
+        raise ReportError("report_id", "must be a lowercase UUID4 string")
+
+    agent = doc["agent"]
+    if type(agent) is not dict:
+        raise ReportError("agent", "must be an object")
+    for k in ("host_id", "hostname", "fqdn", "version"):
+        if k not in agent:
+            raise ReportError(f"agent.{k}", "required field is missing")
+    if len(agent) > 4:
+        _unknown(agent, _AGENT_KEYS, "agent.")
+    _string(agent, "host_id", "agent.host_id", 1, 255)
+    _string(agent, "hostname", "agent.hostname", 0, 255)
+    _string(agent, "fqdn", "agent.fqdn", 0, 255)
+    _string(agent, "version", "agent.version", 1, 64)
+
+    for k in ("started_at", "finished_at"):
+        v = doc[k]
+        if type(v) is not str or not _TIMESTAMP(v):
+            raise ReportError(k, "must be an RFC 3339 UTC timestamp like 2026-01-31T12:00:00Z")
+    st = doc["status"]
+    if type(st) is not str or st not in STATUSES:
+        raise ReportError("status", "must be one of pass, skip, warn, error, fail")
+    if "interval_s" in doc:
+        v = doc["interval_s"]
+        if not _is_number(v):
+            raise ReportError("interval_s", "must be a number")
+        if not v > 0:
+            raise ReportError("interval_s", "must be greater than 0")
+    if "dropped_reports" in doc:
+        v = doc["dropped_reports"]
+        if not _is_integer(v):
+            raise ReportError("dropped_reports", "must be an integer")
+        if v < 0:
+            raise ReportError("dropped_reports", "must be 0 or more")
+
+    checks = doc["checks"]
+    if type(checks) is not list:
+        raise ReportError("checks", "must be an array")
+    if len(checks) > MAX_CHECKS:
+        raise ReportError("checks", f"more than {MAX_CHECKS} checks")
+    for i, c in enumerate(checks):
+        _check(c, i)
+    return doc
+
+
+def _check(c: Any, i: int) -> None:
+    p = f"checks[{i}]"
+    if type(c) is not dict:
+        raise ReportError(p, "must be an object")
+    for k in _CHECK_KEYS:
+        if k not in c:
+            raise ReportError(f"{p}.{k}", "required field is missing")
+    if len(c) > 7:
+        _unknown(c, _CHECK_KEYSET, f"{p}.")
+    for k in ("name", "reason"):
+        v = c[k]
+        if type(v) is not str or not _IDENT(v):
+            raise ReportError(f"{p}.{k}", "must match ^[a-z][a-z0-9_]{0,63}$")
+    v = c["status"]
+    if type(v) is not str or v not in STATUSES:
+        raise ReportError(f"{p}.status", "must be one of pass, skip, warn, error, fail")
+    _string(c, "summary", f"{p}.summary", 0, 2000)
+    _string(c, "remediation", f"{p}.remediation", 0, 4000)
+    v = c["duration_ms"]
+    if not _is_number(v):
+        raise ReportError(f"{p}.duration_ms", "must be a number")
+    if v < 0:
+        raise ReportError(f"{p}.duration_ms", "must be 0 or more")
+    if type(c["details"]) is not dict:
+        raise ReportError(f"{p}.details", "must be an object")
