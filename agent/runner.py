@@ -14,43 +14,48 @@ from agent.redact import redact_obj, redact_text
 # Grace beyond the per-check timeout before the runner cancels a check: a check that
 # splits its budget gets to report what it found instead of being cut off.
 TIMEOUT_GRACE = 0.05
+# How long a timed-out check gets to unwind after cancellation before it is abandoned.
+CANCEL_GRACE = 0.2
 
 
 def selected(ctx: CheckContext, only: Iterable[str] = ()) -> list[str]:
-    """Enabled checks in report order, narrowed to ``only`` when given."""
-    wanted = set(only)
-    return [
-        name
-        for name in checks.available()
-        if name in ctx.config.agent.checks and (not wanted or name in wanted)
-    ]
+    """Checks to run in report order: ``only`` when given, else the enabled ones.
+
+    A check named explicitly runs even when ``[agent] checks`` leaves it out: asking
+    for it and silently getting an empty report would read as "all clear".
+    """
+    wanted = set(only) or set(ctx.config.agent.checks)
+    return [name for name in checks.available() if name in wanted]
 
 
 async def run_check(name: str, fn: checks.CheckFn, ctx: CheckContext) -> CheckResult:
     """One check under its timeout; never raises (except cancellation of the caller)."""
     timeout = ctx.timeout
     started = time.perf_counter()
+    task: asyncio.Future[Outcome] | None = None
     try:
-        outcome = await asyncio.wait_for(fn(ctx), timeout + TIMEOUT_GRACE)
-        if not isinstance(outcome, Outcome):
-            raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
-    except TimeoutError:
-        outcome = Outcome(
-            Status.ERROR,
-            f"{name} did not finish within its {timeout:g}s timeout",
-            "check_timeout",
-            "Something the check waits on is hanging; raise [agent] timeout or look at the "
-            "details of the other checks for the endpoint that does not answer.",
-        )
+        # A task rather than wait_for: a check that swallows its cancellation is
+        # abandoned after CANCEL_GRACE instead of holding the whole run hostage.
+        task = asyncio.ensure_future(fn(ctx))
+        done, _ = await asyncio.wait({task}, timeout=timeout + TIMEOUT_GRACE)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE)
+            task.add_done_callback(_discard_result)
+            outcome = _timed_out(name, timeout)
+        elif task.cancelled():
+            # the check cancelled itself (the runner did not): a crash, not a stop signal
+            outcome = _crashed(name, asyncio.CancelledError())
+        else:
+            outcome = task.result()
+            if not isinstance(outcome, Outcome):
+                raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
+    except asyncio.CancelledError:
+        if task is not None:
+            task.cancel()
+        raise
     except Exception as exc:  # the boundary: one broken check never stops the others
-        outcome = Outcome(
-            Status.ERROR,
-            f"{name} could not run: {type(exc).__name__}: {exc}",
-            "check_crashed",
-            "This is a bug in acme-preflight or an unexpected host condition; "
-            "please report it with the output of 'acme-preflight check --json'.",
-            {"exception": type(exc).__name__},
-        )
+        outcome = _crashed(name, exc)
     elapsed_ms = (time.perf_counter() - started) * 1000
     secrets = ctx.config.secrets()
     if secrets or "://" in repr(outcome):
@@ -62,6 +67,34 @@ async def run_check(name: str, fn: checks.CheckFn, ctx: CheckContext) -> CheckRe
             redact_obj(outcome.details, secrets),
         )
     return CheckResult.from_outcome(name, outcome, elapsed_ms)
+
+
+def _timed_out(name: str, timeout: float) -> Outcome:
+    return Outcome(
+        Status.ERROR,
+        f"{name} did not finish within its {timeout:g}s timeout",
+        "check_timeout",
+        "Something the check waits on is hanging; raise [agent] timeout or look at the "
+        "details of the other checks for the endpoint that does not answer.",
+        {"timeout_s": timeout},
+    )
+
+
+def _crashed(name: str, exc: BaseException) -> Outcome:
+    return Outcome(
+        Status.ERROR,
+        f"{name} could not run: {type(exc).__name__}: {exc}".rstrip(": "),
+        "check_crashed",
+        "This is a bug in acme-preflight or an unexpected host condition; "
+        "please report it with the output of 'acme-preflight check --json'.",
+        {"exception": type(exc).__name__},
+    )
+
+
+def _discard_result(task: asyncio.Future[Outcome]) -> None:
+    """Retrieve an abandoned check's result so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def run_checks(ctx: CheckContext, only: Iterable[str] = ()) -> list[CheckResult]:
