@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this check (repeatable)",
     )
 
+    sub.add_parser("run", help="run as a daemon: check every interval and report to the collector")
+    status = sub.add_parser("status", help="show the last result of the running daemon")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+
     cfg = sub.add_parser("config", help="validate or show the configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     cfg_sub.add_parser("validate", help="check the config file and exit 0 or 78")
@@ -108,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(config, args.json, args.only)
     if args.command == "config":
         return cmd_config(config, args.config_command)
+    if args.command == "run":
+        from agent.daemon.service import run
+
+        return run(config, args.config)
+    if args.command == "status":
+        from agent.daemon.status_cli import cmd_status
+
+        return cmd_status(config, args.json)
     parser.print_help(sys.stderr)
     return EX_USAGE
 

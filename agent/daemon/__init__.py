@@ -1,0 +1,1 @@
+"""The long-running half: ``acme-preflight run`` (scheduler, spool, delivery, status)."""

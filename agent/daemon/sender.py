@@ -1,0 +1,232 @@
+"""Delivery of one spooled report to the collector, and the retry policy around it.
+
+One long-lived aiohttp session; the JSON is gzipped here (aiohttp's own compression
+sends chunked bodies) so every request has a ``Content-Length``. The bearer token
+is read from ``[collector] token_file`` or the systemd credential ``collector-token``
+and never appears in a log line, a report or an error message.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import os
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agent import __version__
+from agent.config import CollectorConfig, ConfigError, redact_url
+from agent.redact import redact_text
+
+CREDENTIAL_NAME = "collector-token"
+BACKOFF_MIN = 1.0
+BACKOFF_MAX = 300.0
+RETRY_AFTER_MAX = BACKOFF_MAX
+REPORTS_PATH = "/api/v1/reports"
+DEAD_LETTER_STATUSES = frozenset({400, 413, 422})
+AUTH_STATUSES = frozenset({401, 403})
+MAX_ERROR_BODY = 300  # bytes of a collector's error answer quoted in the log
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"  # connection error, timeout, 408, 429, 5xx: transient
+    AUTH = "auth"  # 401/403: kept and retried; credentials may be rotating
+    UNEXPECTED = "unexpected"  # 3xx, 404, 501 ...: likely a wrong URL; kept and retried
+    DEAD = "dead"  # 400/413/422: the collector will never take this report
+
+
+@dataclass(frozen=True)
+class SendResult:
+    verdict: Verdict
+    status: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+
+
+def load_token(cfg: CollectorConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token: ``token_file``, else ``$CREDENTIALS_DIRECTORY/collector-token``."""
+    env = os.environ if environ is None else environ
+    path: Path | None = cfg.token_file
+    key = "[collector] token_file"
+    if path is None:
+        creds = env.get("CREDENTIALS_DIRECTORY", "")
+        if not creds or not (Path(creds) / CREDENTIAL_NAME).exists():
+            return None
+        path = Path(creds) / CREDENTIAL_NAME
+        key = f"systemd credential {CREDENTIAL_NAME}"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(key, f"{path}: permission denied") from None
+    except OSError as e:
+        raise ConfigError(key, f"{path}: cannot read: {e.strerror}") from None
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path}: the token is not ASCII text") from None
+    if not token:
+        raise ConfigError(key, f"{path}: the file is empty")
+    if any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        # Never quote the token: it is a secret even when malformed.
+        raise ConfigError(key, f"{path}: the token contains spaces or control characters")
+    return token
+
+
+def ssl_context(cfg: CollectorConfig) -> ssl.SSLContext | None:
+    """TLS settings for an https collector: ``ca_file`` and the mTLS client pair."""
+    if not cfg.url or not cfg.url.startswith("https://"):
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError("[collector] ca_file", f"{cfg.ca_file}: cannot load: {e}") from None
+    if cfg.client_cert and cfg.client_key:
+        try:
+            ctx.load_cert_chain(str(cfg.client_cert), str(cfg.client_key))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                "[collector] client_cert",
+                f"cannot load {cfg.client_cert} with key {cfg.client_key}: {e}",
+            ) from None
+    return ctx
+
+
+def reports_url(base: str) -> str:
+    """``[collector] url`` may be the collector's root or the full reports URL."""
+    base = base.rstrip("/")
+    return base if base.endswith(REPORTS_PATH) else base + REPORTS_PATH
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return min(max(when.timestamp() - now, 0.0), RETRY_AFTER_MAX)
+
+
+def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter between 1 s and 5 min; ``failures`` >= 1."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_MIN * 2.0 ** min(max(failures, 1), 20))
+    return (rng or random).uniform(BACKOFF_MIN, ceiling)
+
+
+def retry_delay(result: SendResult, failures: int, rng: random.Random | None = None) -> float:
+    """How long to wait before the next attempt: at least what Retry-After asked."""
+    if result.retry_after is not None:
+        return max(result.retry_after, BACKOFF_MIN)
+    return backoff_delay(failures, rng)
+
+
+def classify(status: int) -> Verdict:
+    if 200 <= status < 300:
+        return Verdict.DELIVERED
+    if status in DEAD_LETTER_STATUSES:
+        return Verdict.DEAD
+    if status in AUTH_STATUSES:
+        return Verdict.AUTH
+    if status in (408, 429) or (500 <= status < 600 and status != 501):
+        return Verdict.RETRY
+    return Verdict.UNEXPECTED
+
+
+def gzip_body(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
+class Sender:
+    """POSTs report bodies to ``[collector] url`` over one long-lived session."""
+
+    def __init__(self, cfg: CollectorConfig, token: str | None, secrets: tuple[str, ...] = ()):
+        if not cfg.url:
+            raise ValueError("Sender needs [collector] url")
+        self.cfg = cfg
+        self.url = reports_url(cfg.url)
+        self._token = token
+        self._secrets = tuple(s for s in (*secrets, token) if s)
+        self._ssl = ssl_context(cfg)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True, limit=2)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
+                # A service has no business with the environment's proxy variables.
+                trust_env=False,
+                headers={"User-Agent": f"acme-preflight/{__version__}"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, body: bytes, now: float) -> SendResult:
+        """One attempt; never raises except on cancellation."""
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = gzip_body(body)
+        try:
+            async with self._session_now().post(
+                self.url, data=data, headers=headers, allow_redirects=False
+            ) as resp:
+                verdict = classify(resp.status)
+                if verdict is Verdict.DELIVERED:
+                    return SendResult(verdict, resp.status)
+                snippet = await _read_snippet(resp)
+                error = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
+                if snippet:
+                    error += f": {snippet}"
+                return SendResult(
+                    verdict,
+                    resp.status,
+                    self._clean(error),
+                    parse_retry_after(resp.headers.get("Retry-After"), now),
+                )
+        except TimeoutError:
+            return SendResult(Verdict.RETRY, None, f"timed out after {self.cfg.timeout:g}s")
+        except aiohttp.ClientError as e:
+            return SendResult(Verdict.RETRY, None, self._clean(f"{type(e).__name__}: {e}"))
+        except (OSError, ValueError) as e:
+            return SendResult(Verdict.RETRY, None, self._clean(f"{type(e).__name__}: {e}"))
+
+    def _clean(self, text: str) -> str:
+        return redact_text(text, self._secrets)
+
+
+async def _read_snippet(resp: Any) -> str:
+    try:
+        raw: bytes = await resp.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return ""
+    text = raw.decode("utf-8", "replace")
+    return " ".join(text.split())[:MAX_ERROR_BODY]

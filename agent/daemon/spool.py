@@ -1,0 +1,185 @@
+"""The durable spool: every report is committed to SQLite before it is sent.
+
+WAL with ``synchronous=FULL`` so a committed report survives power loss; a row is
+deleted only after the collector answered 2xx. Reports the collector rejects for
+good (400/413/422) move to ``dead_letters``. The spool is bounded by count and
+bytes: when full the oldest reports are dropped and counted, and the count since
+the last delivery is kept in ``meta`` so it survives a restart.
+
+All methods are blocking (fsync); the daemon calls them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SPOOL_FILE = "spool.sqlite3"
+DEAD_LETTER_KEEP = 1000  # dead letters are for inspection; keep the newest this many
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    spooled_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    http_status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    spooled_at REAL NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Spooled:
+    seq: int
+    report_id: str
+    body: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Depth:
+    reports: int
+    bytes: int
+    dead_letters: int
+
+
+class Spool:
+    """A bounded FIFO of report bodies (JSON bytes) in ``state_dir/spool.sqlite3``."""
+
+    def __init__(self, path: Path, max_reports: int, max_bytes: int) -> None:
+        self.path = path
+        self.max_reports = max_reports
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # isolation_level=None: explicit BEGIN IMMEDIATE ... COMMIT, one fsync per change.
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def set_bounds(self, max_reports: int, max_bytes: int) -> None:
+        with self._lock:
+            self.max_reports, self.max_bytes = max_reports, max_bytes
+
+    def add(self, report_id: str, body: bytes) -> int:
+        """Commit a report; returns how many old reports the bounds dropped to make room."""
+        with self._lock, self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO reports (report_id, body, size, spooled_at)"
+                " VALUES (?, ?, ?, ?)",
+                (report_id, body, len(body), time.time()),
+            )
+            dropped = self._enforce_bounds()
+            if dropped:
+                self._bump("dropped_since_delivery", dropped)
+            return dropped
+
+    def _enforce_bounds(self) -> int:
+        dropped = 0
+        while True:
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM reports"
+            ).fetchone()
+            # The newest report is always kept, even when it alone exceeds max_bytes.
+            if count <= 1 or (count <= self.max_reports and size <= self.max_bytes):
+                return dropped
+            # Over the count: drop the excess at once; over in bytes: one at a time.
+            n = min(count - self.max_reports if count > self.max_reports else 1, count - 1)
+            self._db.execute(
+                "DELETE FROM reports WHERE seq IN (SELECT seq FROM reports ORDER BY seq LIMIT ?)",
+                (n,),
+            )
+            dropped += n
+
+    def oldest(self) -> Spooled | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq, report_id, body, attempts FROM reports ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return Spooled(int(row[0]), str(row[1]), bytes(row[2]), int(row[3])) if row else None
+
+    def delivered(self, seq: int, dropped_reported: int) -> None:
+        """Delete a report the collector accepted; it carried ``dropped_reported``."""
+        with self._lock, self._tx():
+            self._db.execute("DELETE FROM reports WHERE seq = ?", (seq,))
+            if dropped_reported:
+                self._bump("dropped_since_delivery", -dropped_reported)
+
+    def failed(self, seq: int, error: str) -> None:
+        with self._lock, self._tx():
+            self._db.execute(
+                "UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                (error[:500], seq),
+            )
+
+    def dead_letter(self, seq: int, http_status: int, reason: str) -> None:
+        """Move a report the collector rejected for good out of the queue."""
+        with self._lock, self._tx():
+            self._db.execute(
+                "INSERT INTO dead_letters"
+                " (report_id, body, http_status, reason, spooled_at, dead_at)"
+                " SELECT report_id, body, ?, ?, spooled_at, ? FROM reports WHERE seq = ?",
+                (http_status, reason[:2000], time.time(), seq),
+            )
+            self._db.execute("DELETE FROM reports WHERE seq = ?", (seq,))
+            self._db.execute(
+                "DELETE FROM dead_letters WHERE seq <= (SELECT MAX(seq) FROM dead_letters) - ?",
+                (DEAD_LETTER_KEEP,),
+            )
+
+    def dropped_since_delivery(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'dropped_since_delivery'"
+            ).fetchone()
+        return max(int(row[0]), 0) if row else 0
+
+    def depth(self) -> Depth:
+        with self._lock:
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM reports"
+            ).fetchone()
+            (dead,) = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        return Depth(int(count), int(size), int(dead))
+
+    def _bump(self, key: str, delta: int) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, MAX(?, 0))"
+            " ON CONFLICT(key) DO UPDATE SET value = MAX(value + ?, 0)",
+            (key, delta, delta),
+        )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
