@@ -7,8 +7,11 @@ import base64
 import datetime as dt
 import email.utils
 import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,9 @@ import dns.message
 import dns.resolver
 import pytest
 
+from agent import config as agent_config
 from tests.lab.base import LabThread
+from tests.lab.digicert import HOSTNAMES, DigicertLab
 from tests.lab.dns import DnsMode, DnsQuery, DnsServer
 from tests.lab.endpoints import (
     BlackholeEndpoint,
@@ -30,7 +35,9 @@ from tests.lab.endpoints import (
     SilentEndpoint,
 )
 from tests.lab.https import DIRECTORY_PATH, NONCE_PATH, HttpsServer
+from tests.lab.netns import assert_netns_isolated
 from tests.lab.pki import DIGICERT_INTERMEDIATE_CN, INSPECTION_CN, LabPki, certificate
+from tests.lab.plugin import clear_network_env
 from tests.lab.proxy import ConnectProxy
 
 
@@ -451,3 +458,136 @@ async def test_reply_endpoint_plain_http_where_tls_expected(lab_pki: LabPki) -> 
             await asyncio.open_connection(
                 *reply.address, ssl=ctx, server_hostname="acme.digicert.com"
             )
+
+
+# --------------------------------------------------------------- fixtures and plugin
+
+
+def test_clear_network_env() -> None:
+    mp = pytest.MonkeyPatch()
+    try:
+        for var in ("HTTPS_PROXY", "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+            mp.setenv(var, "http://127.0.0.9:1")
+        clear_network_env(mp)
+        assert not {"HTTPS_PROXY", "https_proxy", "no_proxy", "SSL_CERT_FILE"} & set(os.environ)
+        assert "SSL_CERT_DIR" not in os.environ
+    finally:
+        mp.undo()
+
+
+def test_netns_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_netns_isolated()  # make test runs in a private namespace
+    monkeypatch.setattr(socket, "if_nameindex", lambda: [(1, "lo"), (2, "eth0")])
+    with pytest.raises(pytest.fail.Exception, match="eth0"):
+        assert_netns_isolated()
+
+
+async def test_digicert_lab_end_to_end(digicert_lab: DigicertLab) -> None:
+    """What a check does: resolve via the lab DNS, TLS with the default trust store
+    (SSL_CERT_FILE), GET the directory."""
+    assert os.environ["SSL_CERT_FILE"] == str(digicert_lab.ca_bundle)
+    assert digicert_lab.https.address == ("127.0.0.2", 443)
+    assert digicert_lab.dns.address == ("127.0.0.53", 53)
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = [digicert_lab.nameserver]
+    r.lifetime = 1
+    for name in HOSTNAMES:
+        answer = await asyncio.to_thread(r.resolve, name, "A")
+        assert addresses(answer) == ["127.0.0.2"]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                "https://127.0.0.2/v2/acme/directory/",
+                server_hostname=name,
+                headers={"Host": name},
+                ssl=ssl.create_default_context(),
+            ) as resp,
+        ):
+            assert "newNonce" in await resp.json()
+    assert digicert_lab.https.sni == list(HOSTNAMES)
+
+
+SUBPROCESS_CLIENT = """
+import json, socket, ssl, sys
+import dns.resolver
+r = dns.resolver.Resolver(configure=False)
+r.nameservers = [sys.argv[1]]
+ip = r.resolve("acme.digicert.com", "A")[0].to_text()
+ctx = ssl.create_default_context()  # trusts SSL_CERT_FILE, inherited from the test
+with socket.create_connection((ip, 443), timeout=2) as raw:
+    with ctx.wrap_socket(raw, server_hostname="acme.digicert.com") as tls:
+        tls.sendall(b"GET /v2/acme/directory/ HTTP/1.0\\r\\nHost: acme.digicert.com\\r\\n\\r\\n")
+        data = b""
+        while chunk := tls.recv(4096):
+            data += chunk
+head, _, body = data.partition(b"\\r\\n\\r\\n")
+print(ip, head.split(b"\\r\\n")[0].decode(), json.loads(body)["meta"]["externalAccountRequired"])
+"""
+
+
+def test_digicert_lab_from_a_subprocess(digicert_lab: DigicertLab) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS_CLIENT, digicert_lab.nameserver],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    assert out.split() == ["127.0.0.2", "HTTP/1.0", "200", "OK", "True"]
+
+
+def test_digicert_lab_sensor(digicert_lab: DigicertLab) -> None:
+    sensor = digicert_lab.start_sensor(auth=("agent", "pw"))
+    assert sensor.address == ("127.0.0.4", 48999)
+    creds = base64.b64encode(b"agent:pw").decode()
+    with socket.create_connection(sensor.address, timeout=2) as raw:
+        raw.sendall(
+            b"CONNECT acme.digicert.com:443 HTTP/1.1\r\nHost: acme.digicert.com:443\r\n"
+            + f"Proxy-Authorization: Basic {creds}\r\n\r\n".encode()
+        )
+        assert raw.recv(100) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        ctx = ssl.create_default_context()
+        with ctx.wrap_socket(raw, server_hostname="daas.digicert.com") as tls:
+            assert tls.getpeercert()
+    assert sensor.requests[0].status == 200
+
+
+def test_lab_config_loads_in_the_agent(digicert_lab: DigicertLab) -> None:
+    cfg = agent_config.load(digicert_lab.write_config())
+    assert cfg.targets.ip == "127.0.0.2"
+    assert cfg.targets.acme_directory == "https://acme.digicert.com/v2/acme/directory/"
+    assert cfg.dns.nameservers == ("127.0.0.53",)
+    assert cfg.agent.timeout == 1.0
+    assert cfg.agent.host_id == "lab-host"
+    assert not cfg.fqdn.discover
+    path = digicert_lab.write_config(
+        digicert_lab.workdir / "other.toml",
+        agent={"timeout": "0.5s", "host_id": None},
+        sensor={"host": "127.0.0.4", "version": "3.8.47"},
+        dns=None,
+    )
+    cfg = agent_config.load(path)
+    assert cfg.agent.timeout == 0.5
+    assert cfg.agent.host_id is None
+    assert cfg.sensor.port_rule()[0] == 48999
+    assert cfg.dns.nameservers == ()
+
+
+async def test_lab_config_for_nonstandard_ports(lab_pki: LabPki, tmp_path: Path) -> None:
+    with DigicertLab(lab_pki, tmp_path, https_port=0, dns_port=0) as lab:
+        assert lab.https.port != 443
+        cfg = agent_config.load(lab.write_config())
+    assert cfg.targets.port == lab.https.port
+    assert (
+        cfg.targets.acme_directory
+        == f"https://acme.digicert.com:{lab.https.port}/v2/acme/directory/"
+    )
+    assert cfg.dns.nameservers == (f"127.0.0.53:{lab.dns.port}",)
+
+
+def test_lab_thread_fixture_runs_endpoints(lab_thread: LabThread) -> None:
+    silent = lab_thread.start(SilentEndpoint("127.0.0.7", 0))
+    with socket.create_connection(silent.address, timeout=2) as s:
+        s.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            s.recv(1)

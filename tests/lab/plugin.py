@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from tests.lab.base import LabThread
+from tests.lab.digicert import DigicertLab
+from tests.lab.netns import assert_netns_isolated
 from tests.lab.pki import LabPki, make_pki
 
 # Cleared for every test, httpx-style: nothing a developer's shell exports may route a
@@ -19,14 +25,47 @@ ENV_VARS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clear_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
         monkeypatch.delenv(var.lower(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _clean_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_network_env(monkeypatch)
 
 
 @pytest.fixture(scope="session")
 def lab_pki() -> LabPki:
     """The lab's CAs and leaf certs (see tests/lab/pki.py), made once per session."""
     return make_pki()
+
+
+@pytest.fixture
+def netns_isolated() -> None:
+    """Fails the test unless it runs in a private network namespace (only ``lo``)."""
+    assert_netns_isolated()
+
+
+@pytest.fixture
+def lab_thread() -> Iterator[LabThread]:
+    """A background event loop for lab servers in sync tests; stops them at teardown."""
+    with LabThread() as lab:
+        yield lab
+
+
+@pytest.fixture
+def digicert_lab(
+    lab_pki: LabPki, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DigicertLab]:
+    """DigiCert on loopback: HTTPS on 127.0.0.2:443 (acme/daas.digicert.com), DNS on
+    127.0.0.53:53 resolving both names to 127.0.0.2, SSL_CERT_FILE = the lab CA bundle.
+
+    Runs on a background loop, so sync tests and subprocesses can use it too.
+    """
+    assert_netns_isolated()  # it binds the real ports 443 and 53
+    workdir: Path = tmp_path_factory.mktemp("digicert-lab")
+    with DigicertLab(lab_pki, workdir) as lab:
+        monkeypatch.setenv("SSL_CERT_FILE", str(lab.ca_bundle))
+        yield lab
