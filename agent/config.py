@@ -127,10 +127,11 @@ class SensorConfig:
         if self.port is not None:
             return self.port, "explicit [sensor] port"
         if self.version is None:
-            return SENSOR_NEW_PORT, "no [sensor] version: assuming 3.8.47 or newer"
-        if self.version <= SENSOR_LAST_OLD_VERSION:
-            return SENSOR_OLD_PORT, f"sensor {self.version} is 3.8.46 or older"
-        return SENSOR_NEW_PORT, f"sensor {self.version} is 3.8.47 or newer"
+            return SENSOR_NEW_PORT, "no [sensor] version: assuming 3.8.47 or newer, port 48999"
+        # Only major.minor.patch counts: a build number (3.8.46.2) is still the 3.8.46 line.
+        if self.version.parts[:3] <= SENSOR_LAST_OLD_VERSION.parts:
+            return SENSOR_OLD_PORT, f"sensor {self.version} is 3.8.46 or older: port 8080"
+        return SENSOR_NEW_PORT, f"sensor {self.version} is 3.8.47 or newer: port 48999"
 
 
 @dataclass(frozen=True)
