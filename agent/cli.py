@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from agent import __version__
 from agent.config import EX_CONFIG, Config, ConfigError, load
@@ -19,8 +22,16 @@ from agent.config import EX_CONFIG, Config, ConfigError, load
 EX_USAGE = 64
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which a Nagios caller reads as "fail": use 64."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="acme-preflight",
         description="Checks that this host meets DigiCert's ACME agent prerequisites.",
     )
@@ -98,6 +109,18 @@ def cmd_config(config: Config, action: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`check --json | head`): stop quietly like other Unix tools,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from agent.redact import redact_text
+from agent.redact import redact_obj
 
 _secrets: tuple[str, ...] = ()
 
@@ -23,9 +23,10 @@ def set_secrets(secrets: tuple[str, ...]) -> None:
 
 
 def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    # every string at any depth: a secret can hide in a list or dict field too
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = redact_text(value, _secrets)
+        if isinstance(value, str | list | tuple | dict):
+            event_dict[key] = redact_obj(value, _secrets)
     return event_dict
 
 

@@ -32,7 +32,7 @@ def render_table(report: Mapping[str, Any], colour: bool = False, width: int | N
     width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
     checks = report.get("checks", [])
     name_w = max([len("CHECK")] + [len(str(c["name"])) for c in checks])
-    status_w = len("ERROR")
+    status_w = len("STATUS")  # wider than any status word, so the header lines up
     indent = " " * (name_w + status_w + 4)
     summary_w = max(width - len(indent), 30)
 
@@ -48,7 +48,7 @@ def render_table(report: Mapping[str, Any], colour: bool = False, width: int | N
     ]
     for c in checks:
         status = str(c["status"])
-        summary = textwrap.wrap(str(c["summary"]), summary_w) or [""]
+        summary = textwrap.wrap(str(c["summary"]), summary_w, break_on_hyphens=False) or [""]
         lines.append(
             f"{c['name']:<{name_w}}  {paint(status, status.upper()):<{status_w}}  {summary[0]}"
             if not colour
@@ -58,7 +58,9 @@ def render_table(report: Mapping[str, Any], colour: bool = False, width: int | N
         lines.extend(indent + s for s in summary[1:])
         remediation = str(c.get("remediation") or "")
         if status in ("warn", "fail", "error") and remediation:
-            wrapped = textwrap.wrap("-> " + remediation, summary_w, subsequent_indent="   ")
+            wrapped = textwrap.wrap(
+                "-> " + remediation, summary_w, subsequent_indent="   ", break_on_hyphens=False
+            )
             lines.extend(indent + s for s in wrapped)
     overall = str(report.get("status", ""))
     lines += ["", f"Overall: {paint(overall, overall.upper())}"]
