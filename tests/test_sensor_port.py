@@ -143,6 +143,16 @@ async def test_sensor_on_its_rule_port_tunnels(acme: HttpsServer, version: str, 
     assert [lst["pid"] for lst in result.details["local_listeners"]] == [psutil.Process().pid]
 
 
+@pytest.mark.parametrize(("host", "bind"), [("localhost", "127.0.0.1"), ("::1", "::1")])
+async def test_sensor_by_name_or_ipv6(acme: HttpsServer, host: str, bind: str) -> None:
+    async with ConnectProxy(bind, 48999, upstreams=UPSTREAMS):
+        result = await check(ctx_for({"host": host, "version": "3.8.47"}))
+    assert result.status is Status.PASS, result.summary
+    assert result.details["tunnel"]["proxy_address"].startswith((bind, f"[{bind}]"))
+    # the local lookup also works when the address is only known after connecting
+    assert [lst["pid"] for lst in result.details["local_listeners"]] == [psutil.Process().pid]
+
+
 async def test_explicit_port_wins(acme: HttpsServer) -> None:
     async with ConnectProxy(SENSOR, 3128, upstreams=UPSTREAMS):
         result = await check(ctx_for({"host": SENSOR, "version": "3.8.47", "port": 3128}))
@@ -178,6 +188,12 @@ async def test_closed_port_is_refused() -> None:
             "probably 3.8.46 or older; set [sensor] version",
         ),
         ({}, 8080, "no [sensor] version is set, so 48999 was tried, but 8080 answers"),
+        (
+            {"port": 3128},
+            48999,
+            "does not tunnel on [sensor] port 3128, but 48999 answers (the port of sensor "
+            "3.8.47 or newer); check [sensor] port",
+        ),
     ],
 )
 async def test_wrong_port_diagnosis(
@@ -188,7 +204,8 @@ async def test_wrong_port_diagnosis(
     assert result.status is Status.FAIL
     assert result.reason == "sensor_wrong_port"
     assert expect in result.summary
-    assert "[sensor] version" in result.remediation
+    key = "[sensor] port" if "port" in sensor else "[sensor] version"
+    assert key in result.remediation
     assert result.details["tunnel"]["outcome"] == "refused"
 
 
@@ -228,6 +245,18 @@ async def test_tunnel_to_inspection_ca_fails_tls(lab_pki: LabPki) -> None:
     assert "SHA-256" in result.summary
     assert result.details["tls"]["outcome"] == "untrusted"
     assert "inspection" in result.remediation
+
+
+async def test_far_end_silent_through_the_tunnel() -> None:
+    """The sensor tunnels, but what it reaches never speaks TLS."""
+    async with (
+        SilentEndpoint(*ACME),
+        ConnectProxy(SENSOR, 48999, upstreams=UPSTREAMS),
+    ):
+        result = await check(ctx_for({"host": SENSOR, "version": "3.8.47"}, timeout=0.6))
+    assert result.reason == "sensor_tunnel_tls_failed", result.summary
+    assert result.details["tls"]["outcome"] == "timeout"
+    assert "outbound path to DigiCert" in result.remediation
 
 
 async def test_never_answering_sensor_is_bounded_by_the_timeout() -> None:
