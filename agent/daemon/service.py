@@ -29,7 +29,7 @@ from agent.context import CheckContext
 from agent.daemon import status_server
 from agent.daemon.metrics import Metrics
 from agent.daemon.notify import Notifier
-from agent.daemon.sender import Sender, Verdict, load_token, retry_delay
+from agent.daemon.sender import Sender, Verdict, backoff_delay, load_token, retry_delay
 from agent.daemon.spool import SPOOL_FILE, Spool
 from agent.daemon.state import write_last
 from agent.model import Status
@@ -78,6 +78,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.metrics = Metrics(__version__)
         self._sender: Sender | None = self._make_sender(config, token)
+        self._current: Sender | None = self._sender  # the one the delivery task uses
+        self._failures = 0  # consecutive failed attempts, for the backoff
         self._spool: Spool | None = None
         self._last: dict[str, Any] | None = None
         self._started = time.monotonic()
@@ -170,8 +172,9 @@ class Daemon:
             task.cancel()
         # A POST cut off here leaves its report in the spool: it is sent again next start.
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._sender is not None:
-            await self._sender.close()
+        for sender in {self._sender, self._current}:
+            if sender is not None:
+                await sender.close()
         if self._status is not None:
             await self._status.cleanup()
         if self._spool is not None:
@@ -248,56 +251,68 @@ class Daemon:
     # ------------------------------------------------------------------ delivery
 
     async def _deliver_loop(self) -> None:
-        failures = 0
-        current = self._sender
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._spool is not None:
-                if current is not self._sender:  # replaced by a reload
-                    if current is not None:
-                        await current.close()
-                    current, failures = self._sender, 0
-                if current is None:
-                    break
-                item = await asyncio.to_thread(self._spool.oldest)
-                if item is None:
-                    break
-                dropped = await asyncio.to_thread(self._spool.dropped_since_delivery)
-                try:
-                    body = _with_dropped(item.body, dropped)
-                except ValueError as e:
-                    await asyncio.to_thread(self._spool.dead_letter, item.seq, 0, str(e))
-                    self.metrics.dead_lettered += 1
-                    _log.error("spooled report unreadable: dead-lettered", seq=item.seq)
-                    continue
-                result = await current.send(body, time.time())
-                log = _log.bind(report_id=item.report_id, collector=current.display_url)
-                if result.verdict is Verdict.DELIVERED:
-                    await asyncio.to_thread(self._spool.delivered, item.seq, dropped)
-                    self.metrics.delivered += 1
-                    failures = 0
-                    log.info("report delivered", http_status=result.status, dropped_reports=dropped)
-                elif result.verdict is Verdict.DEAD:
-                    await asyncio.to_thread(
-                        self._spool.dead_letter, item.seq, result.status or 0, result.error
-                    )
-                    self.metrics.dead_lettered += 1
-                    log.error(
-                        "collector rejected the report for good: moved to the dead-letter table",
-                        http_status=result.status,
-                        error=result.error,
-                    )
-                else:
-                    failures += 1
-                    self.metrics.delivery_failures += 1
-                    await asyncio.to_thread(self._spool.failed, item.seq, result.error)
-                    delay = retry_delay(result, failures)
-                    _log_failure(log, result, delay, failures)
-                    await self._refresh_depth()
-                    await self._pause(delay)
-                    continue
+            try:
+                await self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # e.g. a full disk: the reports stay spooled, delivery carries on later.
+                self._failures += 1
+                _log.exception("delivery error; will retry")
+                self._wake.set()
+                await self._pause(backoff_delay(self._failures))
+
+    async def _drain(self) -> None:
+        """Send the spool oldest first until it is empty, backing off after a failure."""
+        while self._spool is not None:
+            current = self._sender
+            if current is not self._current:  # replaced by a reload
+                if self._current is not None:
+                    await self._current.close()
+                self._current, self._failures = current, 0
+            if current is None:
+                break
+            item = await asyncio.to_thread(self._spool.oldest)
+            if item is None:
+                break
+            dropped = await asyncio.to_thread(self._spool.dropped_since_delivery)
+            try:
+                body = _with_dropped(item.body, dropped)
+            except ValueError as e:
+                await asyncio.to_thread(self._spool.dead_letter, item.seq, 0, str(e))
+                self.metrics.dead_lettered += 1
+                _log.error("spooled report unreadable: dead-lettered", seq=item.seq)
+                continue
+            result = await current.send(body, time.time())
+            log = _log.bind(report_id=item.report_id, collector=current.display_url)
+            if result.verdict is Verdict.DELIVERED:
+                await asyncio.to_thread(self._spool.delivered, item.seq, dropped)
+                self.metrics.delivered += 1
+                self._failures = 0
+                log.info("report delivered", http_status=result.status, dropped_reports=dropped)
+            elif result.verdict is Verdict.DEAD:
+                await asyncio.to_thread(
+                    self._spool.dead_letter, item.seq, result.status or 0, result.error
+                )
+                self.metrics.dead_lettered += 1
+                log.error(
+                    "collector rejected the report for good: moved to the dead-letter table",
+                    http_status=result.status,
+                    error=result.error,
+                )
+            else:
+                self._failures += 1
+                self.metrics.delivery_failures += 1
+                await asyncio.to_thread(self._spool.failed, item.seq, result.error)
+                delay = retry_delay(result, self._failures)
+                _log_failure(log, result, delay, self._failures)
                 await self._refresh_depth()
+                await self._pause(delay)
+                continue
+            await self._refresh_depth()
 
     async def _pause(self, delay: float) -> None:
         """Sleep for a backoff; a reload (new token, new URL) cuts it short."""

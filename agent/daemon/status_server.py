@@ -48,7 +48,9 @@ def make_app(source: StatusSource) -> web.Application:
 async def start(listen: str, source: StatusSource) -> web.AppRunner:
     """Serve on ``HOST:PORT``; raises OSError when the address cannot be bound."""
     host, port = split_host_port(listen)
-    runner = web.AppRunner(make_app(source), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(source), access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host.strip("[]"), port, reuse_address=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -52,7 +53,14 @@ class _Answer:
 
 
 class Recorder:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.token = token
@@ -71,13 +79,21 @@ class Recorder:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
-    def answer(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
+    def answer(
+        self,
+        status: int,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        body: str | None = None,
+    ) -> None:
         """Answer the next ``times`` POSTs with ``status`` (then 202 again)."""
+        text = f"scripted {status}" if body is None else body
         with self._lock:
             for _ in range(times):
-                self._script.append(_Answer(status, dict(headers or {}), f"scripted {status}"))
+                self._script.append(_Answer(status, dict(headers or {}), text))
 
     def clear_script(self) -> None:
         with self._lock:
@@ -161,7 +177,9 @@ class Recorder:
         app.router.add_post(PATH, self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await site.start()
         if self.port == 0:
             server = site._server
