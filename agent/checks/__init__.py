@@ -17,6 +17,7 @@ CheckFn = Callable[[CheckContext], Awaitable[Outcome]]
 # Order is the order of the table and the report.
 MODULES: dict[str, str] = {
     "privileges": "agent.checks.privileges",
+    "fqdn_resolution": "agent.checks.fqdn_resolution",
     "sensor_port": "agent.checks.sensor_port",
 }
 
