@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.clirun import cli_env
+from tests.lab.config import to_toml
+from tests.lab.netns import assert_netns_isolated
 
 TOKEN = "tok-7f3a9c1e-DO-NOT-LOG"
-
-
-def assert_isolated() -> None:
-    """The daemon looks up its FQDN: only ever inside a namespace with nothing but ``lo``."""
-    # Asks this namespace's kernel: /sys/class/net shows the host's links unless remounted.
-    ifaces = sorted(name for _, name in socket.if_nameindex())
-    assert ifaces == ["lo"], f"run the daemon tests via `make test` (interfaces: {ifaces})"
 
 
 def free_port() -> int:
@@ -33,25 +28,8 @@ def free_port() -> int:
         return port
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str | Path):
-        return json.dumps(str(v))
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(v)
-
-
 def write_config(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
-    lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
-        lines.append("")
-    path.write_text("\n".join(lines))
+    path.write_text(to_toml(sections))
     return path
 
 
@@ -136,7 +114,8 @@ class DaemonProc:
     """``python -m agent --config CFG run`` with its log in a file."""
 
     def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
-        assert_isolated()
+        # The daemon looks up its FQDN: only ever inside a namespace with nothing but lo.
+        assert_netns_isolated()
         self.config = config
         self.log_path = log
         self._log = log.open("ab")

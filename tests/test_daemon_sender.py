@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import ssl
@@ -249,3 +250,31 @@ def test_bad_tls_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         Sender(CollectorConfig(url="https://c.test", client_cert=junk, client_key=junk), None)
     assert e.value.key == "[collector] client_cert"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 abc\r\n\r\n",
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+        b"",  # closes without a word
+    ],
+)
+async def test_a_collector_speaking_garbage_is_a_retry_not_a_crash(answer: bytes) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    s = sender(f"http://127.0.0.1:{port}", timeout=2)
+    try:
+        result = await s.send(BODY, time.time())
+    finally:
+        await s.close()
+        server.close()
+        await server.wait_closed()
+    assert result.verdict is Verdict.RETRY, result

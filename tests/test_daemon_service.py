@@ -381,3 +381,24 @@ def test_check_does_not_load_the_daemon_stack(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.stderr.strip().endswith("[]"), proc.stderr
+
+
+def test_sigterm_with_a_hanging_collector_stops_fast_and_keeps_the_report(
+    tmp_path: Path, rec: Recorder, token_file: Path, notify: NotifySocket
+) -> None:
+    rec.delay = 30  # accepts the connection, never answers in time
+    cfg = base_config(tmp_path, rec.url, token_file=token_file)
+    cfg["collector"]["timeout"] = "60s"
+    with start(tmp_path, cfg, {"NOTIFY_SOCKET": str(notify.path)}) as d:
+        wait_runs(d, 1)
+        deadline = time.monotonic() + 10
+        while rec.requests_started == 0:
+            assert time.monotonic() < deadline, "the POST never reached the collector"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        assert d.stop(timeout=10) == 0
+        took = time.monotonic() - t0
+    assert took < 3, f"stop took {took:.1f}s"
+    notify.wait_for("STOPPING", "1")
+    assert rec.accepted == []
+    assert [r[0] for r in spool_rows(tmp_path / "state")][:1] == run_ids(d)[:1]

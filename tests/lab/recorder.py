@@ -68,6 +68,7 @@ class Recorder:
         self.accepted: list[dict[str, Any]] = []
         self.attempts: list[Attempt] = []
         self.duplicates = 0
+        self.requests_started = 0  # POSTs that reached the handler, answered or not yet
         self._ids: set[str] = set()
         self._script: deque[_Answer] = deque()
         self._lock = threading.Lock()
@@ -127,6 +128,8 @@ class Recorder:
     # ----------------------------------------------------------- the server
 
     async def _handle(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self.requests_started += 1
         raw = await request.read()
         headers = {k: v for k, v in request.headers.items()}
         if self.delay:
@@ -175,7 +178,10 @@ class Recorder:
     async def _up(self) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post(PATH, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A short shutdown_timeout: down() must not wait for a deliberately slow answer.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
