@@ -357,14 +357,6 @@ async def test_local_non_proxy_listener_is_named(
 # ------------------------------------------------------------------------- helpers
 
 
-def test_is_local() -> None:
-    assert sensor_port.is_local("127.0.0.9", set())
-    assert sensor_port.is_local("::1", set())
-    assert sensor_port.is_local("10.1.2.3", {"10.1.2.3"})
-    assert not sensor_port.is_local("192.0.2.10", {"10.1.2.3"})
-    assert not sensor_port.is_local("sensor.example", {"10.1.2.3"})
-
-
 def test_cmdline_secrets_are_masked() -> None:
     text = sensor_port._clean_cmdline(
         ["java", "--db-password=hunter2", "-Dapi.token", "t0k3n", "http://u:pw1@h/x"]

@@ -20,6 +20,7 @@ import psutil
 
 from agent.config import SENSOR_NEW_PORT, SENSOR_OLD_PORT, SensorConfig
 from agent.context import CheckContext
+from agent.fqdn.locality import interface_addresses, is_local
 from agent.model import Outcome, Status
 from agent.net import Deadline, ProxyChoice, Stream, TunnelResult, open_tunnel, tcp_connect
 from agent.net.tcp import format_addr
@@ -75,25 +76,6 @@ def _clean_cmdline(argv: list[str]) -> str:
     text = _SECRET_ARG_RE.sub(lambda m: m.group(1) + "***", " ".join(argv))
     text = redact_text(text)
     return text if len(text) <= CMDLINE_MAX else text[: CMDLINE_MAX - 3] + "..."
-
-
-def local_addresses() -> set[str]:
-    """Every IP address configured on this host's interfaces."""
-    found: set[str] = set()
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family in (socket.AF_INET, socket.AF_INET6):
-                found.add(a.address.split("%", 1)[0])
-    return found
-
-
-def is_local(ip: str, addrs: set[str]) -> bool:
-    """True when ``ip`` is this host: loopback, or one of its interface addresses."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return addr.is_loopback or str(addr) in addrs
 
 
 def _accepts(listen_ip: str, ip: str) -> bool:
@@ -256,11 +238,11 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-async def _addresses() -> set[str]:
+async def _addresses() -> frozenset[str]:
     try:
-        return await asyncio.to_thread(local_addresses)
+        return await asyncio.to_thread(interface_addresses)
     except (OSError, psutil.Error):
-        return set()
+        return frozenset()
 
 
 async def _tls_through(
