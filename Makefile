@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench package clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check agent collector
 	$(VENV)/bin/mypy --strict agent collector
+
+# dist/acme-preflight_<version>_<arch>.deb and the .rpm (packaging/build.sh says how). Needs
+# PyPI for the venv's dependencies, so run it outside the test network namespace.
+package: install
+	bash packaging/build.sh
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
