@@ -402,3 +402,13 @@ def test_sigterm_with_a_hanging_collector_stops_fast_and_keeps_the_report(
     notify.wait_for("STOPPING", "1")
     assert rec.accepted == []
     assert [r[0] for r in spool_rows(tmp_path / "state")][:1] == run_ids(d)[:1]
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path, None)
+    with start(tmp_path, cfg) as d:
+        wait_runs(d, 1)
+        second = run_cli("--config", tmp_path / "config.toml", "run", timeout=20)
+        assert d.stop() == 0
+    assert second.returncode == 75
+    assert "another acme-preflight daemon" in second.stderr

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +41,8 @@ from agent.report import build_report, identity, utc_now
 from agent.runner import run_checks
 
 EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+LOCK_FILE = "daemon.lock"
 JOB_ID = "checks"
 # How long a run in flight may take to finish after SIGTERM before it is cancelled;
 # well inside systemd's default TimeoutStopSec=90s.
@@ -218,7 +223,6 @@ class Daemon:
         agent = await asyncio.to_thread(identity, cfg, ctx.paths.machine_id)
         report = build_report(cfg, agent, results, started)
         data: dict[str, Any] = redact_obj(report.to_dict(), self._secrets())
-        await asyncio.to_thread(write_last, cfg.agent.state_dir, data)
         self._last = data
         self._last_run_mono = time.monotonic()
         self.metrics.runs += 1
@@ -226,8 +230,13 @@ class Daemon:
         self.metrics.last_run_ts = time.time()
         queued = 0
         if self._sender is not None and self._spool is not None:
+            # The spool first: it is what must not lose the report.
             body = json.dumps(data, separators=(",", ":")).encode()
-            dropped = await asyncio.to_thread(self._spool.add, data["report_id"], body)
+            try:
+                dropped = await asyncio.to_thread(self._spool.add, data["report_id"], body)
+            except sqlite3.Error as e:
+                _log.error("cannot spool the report; it is lost", error=str(e))
+                dropped = 0
             if dropped:
                 self.metrics.dropped += dropped
                 _log.warning(
@@ -239,6 +248,10 @@ class Daemon:
             await self._refresh_depth()
             queued = self.metrics.spool_reports
             self._wake.set()
+        try:
+            await asyncio.to_thread(write_last, cfg.agent.state_dir, data)
+        except OSError as e:
+            _log.error("cannot write last.json", error=str(e))
         counts = {s.value: sum(1 for c in results if c.status is s) for s in Status}
         _log.info(
             "check run finished",
@@ -480,5 +493,27 @@ def run(config: Config, config_path: Path | None) -> int:
             file=sys.stderr,
         )
         return EX_CANTCREAT
-    daemon = Daemon(config, token, config_path, explicit_config=config_path is not None)
-    return asyncio.run(daemon.serve())
+    lock = _lock_state_dir(config.agent.state_dir)
+    if lock is None:
+        print(
+            f"acme-preflight: another acme-preflight daemon is running with state_dir "
+            f"{config.agent.state_dir} (it holds {config.agent.state_dir / LOCK_FILE})",
+            file=sys.stderr,
+        )
+        return EX_TEMPFAIL
+    try:
+        daemon = Daemon(config, token, config_path, explicit_config=config_path is not None)
+        return asyncio.run(daemon.serve())
+    finally:
+        os.close(lock)
+
+
+def _lock_state_dir(state_dir: Path) -> int | None:
+    """An exclusive lock for this process's lifetime: two daemons must not share a spool."""
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
