@@ -157,14 +157,20 @@ _Job = tuple[Record, "asyncio.Future[bool]"]
 
 
 class Writer:
-    """The single writer thread with group commit."""
+    """The single writer thread with group commit.
+
+    Requests are grouped on the event loop, not in the thread: while one group is being
+    committed the next one collects in a list, and it is handed over in one piece when the
+    commit is done. One thread wake-up per group (instead of per report) matters: every
+    hand-over costs a round of GIL contention between the loop and the writer.
+    """
 
     def __init__(
         self,
         conn: sqlite3.Connection,
         loop: asyncio.AbstractEventLoop,
         on_batch: Callable[[BatchStats], None] | None = None,
-        max_batch: int = 2048,
+        max_batch: int = 4096,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._conn = conn
@@ -175,6 +181,9 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="collector-writer", daemon=True)
         self._stopping = False
+        self._pending: list[_Job] = []
+        self._in_flight = False  # a group is being committed
+        self._flush_scheduled = False
 
     def start(self) -> None:
         self._thread.start()
@@ -185,8 +194,21 @@ class Writer:
         if self._stopping:
             fut.set_exception(StoreError("the collector is shutting down"))
             return fut
-        self._queue.put((record, fut))
+        self._pending.append((record, fut))
+        if not self._in_flight and not self._flush_scheduled:
+            # let every request handled in this loop iteration join the group
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
         return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._in_flight or not self._pending:
+            return
+        group = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        self._in_flight = True
+        self._queue.put(group)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer thread between two groups (maintenance)."""
@@ -195,37 +217,24 @@ class Writer:
         return await fut
 
     async def stop(self) -> None:
-        """Finish everything queued, then close the connection."""
+        """Commit everything submitted so far, then close the connection."""
         self._stopping = True
+        while self._pending or self._in_flight:
+            self._flush()
+            await asyncio.sleep(0.01)
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     def _run(self) -> None:
-        q = self._queue
         try:
             while True:
-                item = q.get()
+                item = self._queue.get()
                 if item is None:
                     break
-                batch = [item]
-                stop = False
-                while len(batch) < self._max_batch:
-                    try:
-                        nxt = q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                jobs = [b for b in batch if isinstance(b[0], Record)]
-                calls = [b for b in batch if not isinstance(b[0], Record)]
-                if jobs:
-                    self._commit(jobs)
-                for fn, fut in calls:
-                    self._call(fn, fut)
-                if stop:
-                    break
+                if isinstance(item, list):
+                    self._commit(item)
+                else:
+                    self._call(*item)
         finally:
             self._conn.close()
 
@@ -274,6 +283,9 @@ class Writer:
                 fut.set_exception(StoreError(str(error)))
         if error is None and self._on_batch is not None:
             self._on_batch(stats)
+        self._in_flight = False
+        if self._pending:
+            self._flush()
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any], fut: asyncio.Future[Any]) -> None:
         try:
