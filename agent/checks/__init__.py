@@ -17,8 +17,11 @@ CheckFn = Callable[[CheckContext], Awaitable[Outcome]]
 # Order is the order of the table and the report.
 MODULES: dict[str, str] = {
     "privileges": "agent.checks.privileges",
+    "outbound_https": "agent.checks.outbound_https",
+    "digicert_ip": "agent.checks.digicert_ip",
     "fqdn_resolution": "agent.checks.fqdn_resolution",
     "sensor_port": "agent.checks.sensor_port",
+    "clock_skew": "agent.checks.clock_skew",
 }
 
 

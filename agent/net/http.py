@@ -38,6 +38,10 @@ class HttpResult:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names, last wins
     body: bytes = b""
     truncated: bool = False
+    # Wall-clock time (time.time()) when the request went out and the answer's head came
+    # back: the Date header was stamped in between (clock_skew uses the midpoint).
+    sent_at: float | None = None
+    answered_at: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,11 +154,13 @@ async def http_get(
         "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
     ).encode()
     started = time.perf_counter()
+    sent_at = time.time()
     try:
         async with asyncio.timeout(max(budget, 0.0)):
             stream.writer.write(request)
             await stream.writer.drain()
             status, reason, headers = await _read_head(stream.reader)
+            answered_at = time.time()
             body, truncated = await _read_body(stream.reader, headers, max_body)
     except TimeoutError:
         ms = elapsed_ms(started)
@@ -170,4 +176,6 @@ async def http_get(
         )
     ms = elapsed_ms(started)
     text = f"{url} answered {status} {reason}".rstrip()
-    return HttpResult(url, None, text, ms, status, reason, headers, body, truncated)
+    return HttpResult(
+        url, None, text, ms, status, reason, headers, body, truncated, sent_at, answered_at
+    )
