@@ -46,7 +46,10 @@ select,button{font:inherit;padding:4px 8px}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--line)}
 th,td{padding:6px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{background:#eef1f4;font-size:13px;white-space:nowrap}
-td.host a{font-weight:600;word-break:break-all}
+td.host{min-width:220px}
+td.host a{font-weight:600}
+.v{min-width:0;overflow-wrap:anywhere}
+details summary{white-space:nowrap}
 .b{display:inline-block;min-width:44px;text-align:center;padding:1px 6px;border-radius:4px;
 font-size:12px;font-weight:700;color:#fff;text-transform:uppercase;letter-spacing:.02em}
 .b.pass{background:var(--pass)}.b.skip{background:var(--skip)}.b.warn{background:var(--warn)}
@@ -72,19 +75,31 @@ details summary{cursor:pointer;color:#0969da;font-size:13px}
  tr{background:#fff;border:1px solid var(--line);border-radius:6px;margin:0 0 10px;padding:6px 8px}
  tr.stale{background:#fff8f0}
  td{border:0;padding:3px 0;display:flex;gap:8px}
+ td.empty-cell{display:none}
+ .v{flex:1}
  td::before{content:attr(data-label);flex:0 0 118px;color:var(--muted);font-size:12px;
  padding-top:2px;word-break:break-all}
  td.problems-cell{min-width:0;display:block}
  td.problems-cell::before{display:block;margin-bottom:2px}
  td.check-cell{display:inline-flex;width:auto;margin-right:10px}
+ td.check-cell .v{flex:0 0 auto}
  td.check-cell::before{flex:0 0 auto}
 }
 """
 
 
+def _td(label: str, content: str, cls: str = "", attrs: str = "") -> str:
+    """A cell; the value is wrapped so the phone layout has exactly a label and a value."""
+    c = f' class="{cls}"' if cls else ""
+    return f'<td{c} data-label="{e(label)}"{attrs}><div class="v">{content}</div></td>'
+
+
 def _badge(status: str) -> str:
-    cls = status if status in ("pass", "skip", "warn", "error", "fail") else "none"
-    return f'<span class="b {cls}">{e(status or "-")}</span>'
+    if status in ("pass", "skip", "warn", "error", "fail"):
+        return f'<span class="b {status}">{status}</span>'
+    if not status:
+        return '<span class="b none" title="not in the latest report">-</span>'
+    return f'<span class="b none">{e(status)}</span>'
 
 
 def _doc(title: str, body: str, refresh: int | None) -> str:
@@ -170,22 +185,18 @@ def fleet_page(
         rows = []
         for v in views:
             by_name = {str(c.get("name")): str(c.get("status", "")) for c in v.checks}
-            cells = "".join(
-                f'<td class="check-cell" data-label="{e(c)}">{_badge(by_name.get(c, ""))}</td>'
-                for c in columns
-            )
+            cells = "".join(_td(c, _badge(by_name.get(c, "")), "check-cell") for c in columns)
             stale = ' <span class="b stale">stale</span>' if v.stale else ""
             name = v.hostname or v.host_id
             sub = f'<div class="muted">{e(v.host_id)}</div>' if v.host_id != name else ""
             rows.append(
                 f'<tr class="{"stale" if v.stale else ""}" data-host-id="{e(v.host_id)}">'
-                f'<td class="host" data-label="host"><a href="{e(host_url(v.host_id))}">'
-                f"{e(name)}</a>{sub}</td>"
-                f'<td data-label="status">{_badge(v.status)}{stale}</td>'
-                f'<td data-label="last seen" title="{e(iso(v.last_seen))}">{e(_ago(v.age_s))}</td>'
-                f"{cells}"
-                f'<td class="problems-cell" data-label="problems">{_problems(v.failing)}</td>'
-                "</tr>"
+                + _td("host", f'<a href="{e(host_url(v.host_id))}">{e(name)}</a>{sub}', "host")
+                + _td("status", _badge(v.status) + stale)
+                + _td("last seen", e(_ago(v.age_s)), attrs=f' title="{e(iso(v.last_seen))}"')
+                + cells
+                + _td("problems", _problems(v.failing), "problems-cell")
+                + "</tr>"
             )
         table = (
             '<table id="hosts"><thead><tr><th>host</th><th>status</th><th>last seen</th>'
@@ -212,19 +223,21 @@ def host_page(
     for c in view.checks:
         details = json.dumps(c.get("details", {}), indent=2, sort_keys=True, ensure_ascii=False)
         fix = c.get("remediation") or ""
+        reason = c.get("reason")
+        summary = e(c.get("summary", "")) + (
+            f'<div class="muted">reason {e(reason)}</div>' if reason else ""
+        )
         rows.append(
-            f'<tr><td data-label="check"><strong>{e(c.get("name", ""))}</strong></td>'
-            f'<td data-label="status">{_badge(str(c.get("status", "")))}</td>'
-            f'<td data-label="summary">{e(c.get("summary", ""))}'
-            + (
-                f'<div class="muted">reason {e(c.get("reason", ""))}</div>'
-                if c.get("reason")
-                else ""
+            "<tr>"
+            + _td("check", f"<strong>{e(c.get('name', ''))}</strong>")
+            + _td("status", _badge(str(c.get("status", ""))))
+            + _td("summary", summary)
+            + _td("remediation", e(fix), "" if fix else "empty-cell")
+            + _td(
+                "details",
+                f"<details><summary>details</summary><pre>{e(details)}</pre></details>",
             )
-            + "</td>"
-            f'<td data-label="remediation">{e(fix)}</td>'
-            f'<td data-label="details"><details><summary>details</summary>'
-            f"<pre>{e(details)}</pre></details></td></tr>"
+            + "</tr>"
         )
     latest = (
         "<h2>Latest report</h2>"
@@ -244,10 +257,12 @@ def host_page(
         except ValueError:
             checks, rid = "", ""
         hist_rows.append(
-            f'<tr><td data-label="received">{e(iso(r.received_at))}</td>'
-            f'<td data-label="status">{_badge(r.status)}</td>'
-            f'<td data-label="checks">{checks}</td>'
-            f'<td data-label="report_id" class="muted">{e(rid)}</td></tr>'
+            "<tr>"
+            + _td("received", e(iso(r.received_at)))
+            + _td("status", _badge(r.status))
+            + _td("checks", checks)
+            + _td("report_id", e(rid), "muted")
+            + "</tr>"
         )
     pager = ""
     if next_before is not None:
