@@ -27,7 +27,7 @@ for d in proc sys dev; do mount --rbind "/$d" "$W/root/$d"; done
 mount -t tmpfs -o mode=1777 tmpfs "$W/root/tmp"
 mount -t tmpfs -o mode=0755 tmpfs "$W/root/run"
 echo ready
-exec sleep 3600
+exec sleep 900
 """
 
 

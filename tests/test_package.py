@@ -5,8 +5,9 @@ root (tests/pkgroot.py): its maintainer scripts run, its venv runs with the dist
 python3.11, and nothing reaches the real /. There is no running systemd there (no
 /run/systemd/system), like in a container or chroot; a recording `systemctl` in
 /usr/local/sbin shows what the maintainer scripts ask of systemd, and one test adds
-/run/systemd/system to see the other branch. The packages are built before the tests, outside
-the test network namespace (pip needs PyPI): CI's .ci/run runs `make package` first.
+/run/systemd/system to see the other branch; strace shows the installed agent's syscalls fit
+the unit's filter. The packages are built before the tests, outside the test network
+namespace (pip needs PyPI): CI's .ci/run runs `make package` first.
 """
 
 from __future__ import annotations
@@ -228,6 +229,54 @@ def test_all_checks_run_from_the_installed_venv(installed: PackageRoot, digicert
         assert check["status"] != "error", (name, check["summary"])
     if "outbound_https" in checks:
         assert checks["outbound_https"]["status"] == "pass", checks["outbound_https"]
+
+
+def _syscall_groups() -> dict[str, set[str]]:
+    """systemd's syscall groups, as ``systemd-analyze syscall-filter`` lists them."""
+    out = subprocess.run(
+        ["systemd-analyze", "syscall-filter"], capture_output=True, text=True, check=True
+    ).stdout
+    groups: dict[str, set[str]] = {}
+    current: set[str] | None = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), set())
+        elif current is not None and line.strip() and not line.strip().startswith("#"):
+            current.add(line.strip())
+    return groups
+
+
+def _expand(filter_spec: str, groups: dict[str, set[str]]) -> set[str]:
+    names: set[str] = set()
+    for item in filter_spec.split():
+        names |= _expand(" ".join(groups[item]), groups) if item.startswith("@") else {item}
+    return names
+
+
+def test_agent_syscalls_fit_the_units_filter(installed: PackageRoot, digicert_lab) -> None:  # type: ignore[no-untyped-def]
+    """Every syscall of a full check run is allowed by the unit's SystemCallFilter=.
+
+    systemd is not PID 1 here, so the filter cannot be applied for real; strace lists what the
+    installed agent calls while running every check against the lab, and each must be in the
+    filter (a missing one would fail with EPERM under the shipped unit).
+    """
+    (spec,) = unitfile.values(AGENT_UNIT, "SystemCallFilter")
+    allowed = _expand(spec, _syscall_groups())
+    installed.put(digicert_lab.ca_bundle, "/tmp/lab-ca.pem")
+    write_lab_config(
+        installed.path("/tmp/lab-strace.toml"),
+        state_dir=Path("/tmp/state"),
+        fqdn={"names": ["acme.digicert.com"], "discover": True},
+    )
+    cmd = ["strace", "-f", "-qq", "-c", "-U", "name", "-o", "/tmp/syscalls"]
+    cmd += ["acme-preflight", "--config", "/tmp/lab-strace.toml", "check", "--json"]
+    proc = installed.run(*cmd, env={"SSL_CERT_FILE": "/tmp/lab-ca.pem"})
+    assert proc.stdout, proc.stderr
+    lines = installed.path("/tmp/syscalls").read_text().splitlines()
+    used = {ln.split()[-1] for ln in lines if ln.strip() and not ln.startswith(("-", " ", "total"))}
+    used.discard("syscall")
+    assert {"connect", "socket", "openat"} <= used  # the trace did see the checks' work
+    assert used - allowed == set()
 
 
 # --------------------------------------------------------------- upgrades and removal
