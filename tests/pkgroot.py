@@ -58,19 +58,18 @@ class PackageRoot:
         shutil.copyfile(src, self.path(inside))
         return inside
 
-    def run(
-        self,
-        *cmd: str,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 120,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` chrooted in this root with a clean environment (plus ``env``)."""
+    def command(self, *cmd: str, env: Mapping[str, str] | None = None) -> list[str]:
+        """The argv that runs ``cmd`` chrooted in this root with a clean environment."""
         base = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": "/root"}
         args = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
         full = ["nsenter", f"--target={self._proc.pid}", "--mount", "--"]
-        full += ["chroot", str(self.workdir / "root"), "env", "-i", *args, *cmd]
+        return [*full, "chroot", str(self.workdir / "root"), "env", "-i", *args, *cmd]
+
+    def run(
+        self, *cmd: str, env: Mapping[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            full,
+            self.command(*cmd, env=env),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -5,16 +5,20 @@ root (tests/pkgroot.py): its maintainer scripts run, its venv runs with the dist
 python3.11, and nothing reaches the real /. There is no running systemd there (no
 /run/systemd/system), like in a container or chroot; a recording `systemctl` in
 /usr/local/sbin shows what the maintainer scripts ask of systemd, and one test adds
-/run/systemd/system to see the other branch; strace shows the installed agent's syscalls fit
-the unit's filter. The packages are built before the tests, outside the test network
+/run/systemd/system to see the other branch; strace shows that the installed agent and
+collector fit their units' syscall filters (and the collector its MemoryDenyWriteExecute=). The packages are built before the tests, outside the test network
 namespace (pip needs PyPI): CI's .ci/run runs `make package` first.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +28,8 @@ import pytest
 from agent import __version__
 from agent.checks.privileges import CAP_NAMES, SANDBOX_DROPPED
 from tests import unitfile
+from tests.collectorutil import TOKEN, TOKENS_TEXT
+from tests.collectorutil import report as collector_report
 from tests.lab.config import write_lab_config
 from tests.pkgroot import PackageRoot
 from tests.unitfile import AGENT_UNIT, COLLECTOR_UNIT
@@ -253,6 +259,24 @@ def _expand(filter_spec: str, groups: dict[str, set[str]]) -> set[str]:
     return names
 
 
+def _filter_allows(unit: Path) -> set[str]:
+    """The syscalls a unit's SystemCallFilter= lines allow (an allow list, then ~ removals)."""
+    groups = _syscall_groups()
+    allowed: set[str] = set()
+    for spec in unitfile.values(unit, "SystemCallFilter"):
+        if spec.startswith("~"):
+            allowed -= _expand(spec[1:], groups)
+        else:
+            allowed |= _expand(spec, groups)
+    assert allowed, f"{unit.name} has no SystemCallFilter allow list"
+    return allowed
+
+
+def _traced_syscalls(trace: str) -> set[str]:
+    """Syscall names in ``strace -f -o`` output (``PID name(...`` and ``<... name resumed>``)."""
+    return set(re.findall(r"^\d+\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]", trace, re.MULTILINE))
+
+
 def test_agent_syscalls_fit_the_units_filter(installed: PackageRoot, digicert_lab) -> None:  # type: ignore[no-untyped-def]
     """Every syscall of a full check run is allowed by the unit's SystemCallFilter=.
 
@@ -260,23 +284,80 @@ def test_agent_syscalls_fit_the_units_filter(installed: PackageRoot, digicert_la
     installed agent calls while running every check against the lab, and each must be in the
     filter (a missing one would fail with EPERM under the shipped unit).
     """
-    (spec,) = unitfile.values(AGENT_UNIT, "SystemCallFilter")
-    allowed = _expand(spec, _syscall_groups())
+    allowed = _filter_allows(AGENT_UNIT)
     installed.put(digicert_lab.ca_bundle, "/tmp/lab-ca.pem")
     write_lab_config(
         installed.path("/tmp/lab-strace.toml"),
         state_dir=Path("/tmp/state"),
         fqdn={"names": ["acme.digicert.com"], "discover": True},
     )
-    cmd = ["strace", "-f", "-qq", "-c", "-U", "name", "-o", "/tmp/syscalls"]
+    cmd = ["strace", "-f", "-qq", "-o", "/tmp/agent.trace"]
     cmd += ["acme-preflight", "--config", "/tmp/lab-strace.toml", "check", "--json"]
     proc = installed.run(*cmd, env={"SSL_CERT_FILE": "/tmp/lab-ca.pem"})
     assert proc.stdout, proc.stderr
-    lines = installed.path("/tmp/syscalls").read_text().splitlines()
-    used = {ln.split()[-1] for ln in lines if ln.strip() and not ln.startswith(("-", " ", "total"))}
-    used.discard("syscall")
+    used = _traced_syscalls(installed.path("/tmp/agent.trace").read_text())
     assert {"connect", "socket", "openat"} <= used  # the trace did see the checks' work
     assert used - allowed == set()
+
+
+def test_collector_fits_its_units_syscall_filter_and_memory_policy(
+    installed: PackageRoot,
+) -> None:
+    """The installed collector, started like its unit starts it (its ExecStart=, the shipped
+    collector.toml, a dynamic-range uid), takes a report and serves its pages using only
+    syscalls its SystemCallFilter= allows and no writable+executable memory
+    (MemoryDenyWriteExecute=yes)."""
+    allowed = _filter_allows(COLLECTOR_UNIT)
+    # What systemd would provide for DynamicUser=yes: an unprivileged uid from its dynamic
+    # range, the StateDirectory and the tokens credential owned by it.
+    uid = 61184
+    state = installed.path("/var/lib/acme-preflight-collector")
+    state.mkdir(exist_ok=True)
+    creds = installed.path("/run/credentials/acme-preflight-collector.service")
+    creds.mkdir(parents=True, exist_ok=True)
+    (creds / "collector-tokens").write_text(TOKENS_TEXT)
+    for path in (state, creds, creds / "collector-tokens"):
+        os.chown(path, uid, uid)
+    (exec_start,) = unitfile.values(COLLECTOR_UNIT, "ExecStart")
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    cmd += ["strace", "-f", "-qq", "-o", "/tmp/collector.trace", *exec_start.split()]
+    proc = subprocess.Popen(
+        installed.command(*cmd, "--listen", "127.0.0.1:0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (\S+)", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        base = m.group(1).rstrip("/")
+        body = json.dumps(collector_report("pkg-host")).encode()
+        post = urllib.request.Request(
+            f"{base}/api/v1/reports",
+            data=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(post, timeout=10) as resp:
+            assert resp.status == 202
+        for path in ("/api/v1/hosts", "/", "/metrics", "/healthz"):
+            with urllib.request.urlopen(base + path, timeout=10) as resp:
+                assert resp.status == 200, path
+    finally:
+        # strace (proc) runs the collector as its child; stop the collector itself.
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        for child in children:
+            os.kill(int(child), signal.SIGTERM)
+        proc.communicate(timeout=30)
+    trace = installed.path("/tmp/collector.trace").read_text()
+    used = _traced_syscalls(trace)
+    assert {"accept4", "sendto", "openat"} & used and "bind" in used
+    assert used - allowed == set()
+    wx = re.findall(r"^\d+\s+mmap\(.*PROT_WRITE\|PROT_EXEC.*$", trace, re.MULTILINE)
+    wx += re.findall(r"^\d+\s+(?:pkey_)?mprotect\(.*PROT_EXEC.*$", trace, re.MULTILINE)
+    assert wx == []
+    assert installed.path("/var/lib/acme-preflight-collector/collector.db").exists()
 
 
 # --------------------------------------------------------------- upgrades and removal
