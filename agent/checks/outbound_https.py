@@ -102,19 +102,24 @@ def judge(probe: HttpsProbe) -> Verdict:
         name = family_name(broken)
         other = family_name("ipv4" if broken == "ipv6" else "ipv6")
         failed = "; ".join(c.message for c in probe.connects if c.family == broken and not c.ok)
+        if broken == "ipv6":
+            fix = (
+                f"IPv6 connections to {host} port {probe.port} fail while IPv4 works, and "
+                "clients that try IPv6 first (as most do) stall or fail: fix outbound IPv6 "
+                "(route and firewall), or make this host prefer IPv4 (precedence "
+                "::ffff:0:0/96 100 in /etc/gai.conf) or disable IPv6 on it."
+            )
+        else:
+            fix = (
+                f"IPv4 connections to {host} port {probe.port} fail while IPv6 works: fix "
+                "outbound IPv4 (route and firewall, e.g. the allow rule for the IPv4 "
+                "addresses named); clients without IPv6 cannot connect."
+            )
         return Verdict(
             Status.WARN,
             f"{broken}_broken",
             f"{host}: {name} fails ({failed}) while {other} works",
-            f"{name} connections to {host} port {probe.port} fail while {other} works, and "
-            f"clients that try {name} first can stall or fail: fix outbound {name} (route "
-            f"and firewall) to {host}, or "
-            + (
-                "make this host prefer IPv4 (precedence ::ffff:0:0/96 100 in /etc/gai.conf) "
-                "or disable IPv6 on it."
-                if broken == "ipv6"
-                else "make sure the ACME agent can use IPv6 only."
-            ),
+            fix,
         )
     what = "ACME directory OK" if probe.http is not None else "TLS verified"
     return Verdict(Status.PASS, "ok", f"{host} ({what})")
