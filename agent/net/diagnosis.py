@@ -138,16 +138,17 @@ def remediation(reason: str, probe: HttpsProbe) -> str:
             "(http://host:port), or remove the unsupported proxy from the environment."
         )
     if reason == "tls_untrusted":
+        # No host name or fingerprint here (the summary has them): targets behind the
+        # same inspection device then share one sentence.
         issuer = cert.issuer if cert else "an unknown issuer"
-        fp = f" (SHA-256 {cert.sha256})" if cert else ""
         if cert is not None and is_digicert_issuer(cert):
             return (
-                f"The DigiCert chain presented by {host} is not trusted here: update the "
-                "system CA bundle (ca-certificates) or point SSL_CERT_FILE at a bundle that "
-                "includes DigiCert's roots."
+                "The DigiCert chain presented is not trusted here: update the system CA "
+                "bundle (ca-certificates) or point SSL_CERT_FILE at a bundle that includes "
+                "DigiCert's roots."
             )
         return (
-            f"{host} presented a certificate issued by '{issuer}'{fp}, not by DigiCert: TLS "
+            f"A certificate issued by '{issuer}' is presented instead of DigiCert's: TLS "
             "inspection is suspected. Exempt *.digicert.com from TLS inspection on the proxy "
             "or firewall, or add the inspection CA to the trust store the ACME agent uses "
             "(the system store or SSL_CERT_FILE)."
