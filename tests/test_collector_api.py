@@ -451,3 +451,20 @@ async def test_page_filters_and_sorts(srv: Running, http: aiohttp.ClientSession)
     assert '<meta http-equiv="refresh" content="60">' in html
     assert "Fix outbound_https on this host." in html
     assert "<script" not in html and "http://" not in html.split("<body>")[1]
+
+
+async def test_database_failure_is_503_and_nothing_is_lost_later(
+    srv: Running, http: aiohttp.ClientSession
+) -> None:
+    r = report("db-trouble")
+    await srv.collector.writer.call(lambda c: c.execute("PRAGMA query_only=1"))
+    async with http.post(
+        f"{srv.url}/api/v1/reports", data=json.dumps(r).encode(), headers=auth()
+    ) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+    await srv.collector.writer.call(lambda c: c.execute("PRAGMA query_only=0"))
+    # the agent retries the same report: now it is stored, once
+    assert (await post(http, srv, r))[0] == 202
+    assert stored(srv.db) == 1
+    assert srv.collector.metrics.ingest["unavailable"] == 1
