@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,13 @@ def test_tokens_follow_nginx_rules() -> None:
 def test_multiline_quoted_string_counts_lines(tmp_path: Path) -> None:
     d = _conf(tmp_path, 'return 200 "a\nb\nc";\nserver_name after.example.com;')
     assert _sources(d)["after.example.com"].endswith("nginx.conf:4")
+
+
+def test_fifo_or_device_is_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.conf")  # reading it would block forever
+    d = _conf(tmp_path, "include fifo.conf; include /dev/zero; server_name ok.example.com;")
+    assert _names(d) == ["ok.example.com"]
+    assert [(p.path, p.message) for p in d.problems] == [
+        (f"{tmp_path}/fifo.conf", f"not a regular file (included from {tmp_path}/nginx.conf:1)"),
+        ("/dev/zero", f"not a regular file (included from {tmp_path}/nginx.conf:1)"),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,14 +122,14 @@ def source(path: Path | str, line: int) -> str:
 
 
 def read_config(path: Path, out: Discovery, line_of_include: str | None = None) -> str | None:
-    """The text of ``path``, or None with the problem recorded in ``out``."""
+    """The text of ``path``, or None with the problem recorded in ``out``.
+
+    Only regular files are read: a FIFO or a device matched by a careless glob
+    would otherwise block the check or feed it endless bytes.
+    """
     where = f" (included from {line_of_include})" if line_of_include else ""
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except IsADirectoryError:
-        out.problems.append(Problem(str(path), "unreadable", f"is a directory{where}"))
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         what = "dangling symlink" if path.is_symlink() else "no such file"
         out.problems.append(Problem(str(path), "unreadable", f"{what}{where}"))
@@ -136,13 +137,34 @@ def read_config(path: Path, out: Discovery, line_of_include: str | None = None) 
     except OSError as e:
         out.problems.append(Problem(str(path), "unreadable", f"{e.strerror or e}{where}"))
         return None
-    if len(data) > MAX_FILE_BYTES:
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            out.problems.append(Problem(str(path), "unreadable", f"is a directory{where}"))
+            return None
+        if not stat.S_ISREG(mode):
+            out.problems.append(Problem(str(path), "unreadable", f"not a regular file{where}"))
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        out.problems.append(Problem(str(path), "unreadable", f"{e.strerror or e}{where}"))
+        return None
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
         out.problems.append(
             Problem(str(path), "unreadable", f"larger than {MAX_FILE_BYTES} bytes, not parsed")
         )
         return None
     out.files.append(str(path))
-    return data.decode("utf-8", errors="replace")
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def has_magic(pattern: str) -> bool:
