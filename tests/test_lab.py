@@ -71,7 +71,7 @@ async def handshake(host: str, port: int, ctx: ssl.SSLContext, sni: str | None) 
 
 
 def issuer_cn(peer: dict[str, Any]) -> str:
-    return dict(x[0] for x in peer["issuer"])["commonName"]
+    return str(dict(x[0] for x in peer["issuer"])["commonName"])
 
 
 # ------------------------------------------------------------------------- PKI + HTTPS
@@ -187,11 +187,27 @@ async def test_behaviours_status_body_clock(lab_pki: LabPki) -> None:
     assert -405 < skew.total_seconds() < -395
 
 
-async def test_https_stop_closes_listener(lab_pki: LabPki) -> None:
+async def test_https_stop_closes_every_connection(lab_pki: LabPki) -> None:
     server = await HttpsServer(lab_pki.valid, "127.0.0.2", 0).start()
     port = server.port
     assert port != 0
+    ctx = client_context(lab_pki)
+    sni = "acme.digicert.com"
+    idle_reader, idle_writer = await asyncio.open_connection(
+        "127.0.0.2", port, ssl=ctx, server_hostname=sni
+    )  # keep-alive, idle
+    raw_reader, raw_writer = await asyncio.open_connection("127.0.0.2", port)  # mid-handshake
+    server.behaviour.delay = 30
+    busy_reader, busy_writer = await asyncio.open_connection(
+        "127.0.0.2", port, ssl=ctx, server_hostname=sni
+    )
+    busy_writer.write(f"GET {DIRECTORY_PATH} HTTP/1.1\r\nHost: {sni}\r\n\r\n".encode())
+    await asyncio.sleep(0.05)
     await server.stop()
+    for reader in (idle_reader, raw_reader, busy_reader):
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+    for writer in (idle_writer, raw_writer, busy_writer):
+        writer.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.2", port)
 
@@ -533,7 +549,7 @@ def test_digicert_lab_from_a_subprocess(digicert_lab: DigicertLab) -> None:
         timeout=20,
         check=True,
     ).stdout
-    assert out.split() == ["127.0.0.2", "HTTP/1.0", "200", "OK", "True"]
+    assert out.split() == ["127.0.0.2", "HTTP/1.1", "200", "OK", "True"]
 
 
 def test_digicert_lab_sensor(digicert_lab: DigicertLab) -> None:

@@ -9,7 +9,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Coroutine
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 T = TypeVar("T")
 S = TypeVar("S", bound="LabServer")
@@ -76,6 +76,9 @@ class StreamServer(LabServer):
     """A TCP server whose connections are tracked, so ``stop()`` closes every one."""
 
     backlog = 128
+    # Keep the first bytes in the kernel until handle() takes over (start_tls needs the
+    # ClientHello, which the stream reader would otherwise swallow).
+    pause_on_accept = False
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__(host, port)
@@ -90,17 +93,31 @@ class StreamServer(LabServer):
         sock = bind_socket(self.host, self.port)
         sock.listen(self.backlog)
         self.port = sock.getsockname()[1]
-        self._server = await asyncio.start_server(self._connection, sock=sock)
+        self._server = await asyncio.start_server(self._accept, sock=sock)
+
+    def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[Any, Any, None]:
+        # Runs synchronously in connection_made, before the transport reads anything.
+        if self.pause_on_accept:
+            cast(asyncio.Transport, writer.transport).pause_reading()
+        return self._connection(reader, writer)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        # The handler runs in an inner task that stop() cancels; this outer task (which
+        # asyncio's stream protocol watches) then ends normally, so Python 3.11 does not
+        # log the cancellation as an error.
+        task = asyncio.create_task(self.handle(reader, writer))
         self._tasks.add(task)
         self._writers.add(writer)
         try:
-            await self.handle(reader, writer)
+            await task
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # a peer hanging up or sending junk ends its connection, nothing more
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
         finally:
             self._writers.discard(writer)
             self._tasks.discard(task)

@@ -42,7 +42,9 @@ class BlackholeEndpoint(LabServer):
                 await asyncio.wait_for(loop.sock_connect(probe, self.address), 0.1)
             except TimeoutError:
                 probe.close()
-                return  # the queue is full: connects now hang
+                if self._fillers:
+                    return  # the queue is full: connects now hang
+                continue  # an empty queue accepts: this probe was just slow
             except BaseException:
                 probe.close()
                 await self._stop()

@@ -1,12 +1,17 @@
-"""The acme.digicert.com stand-in: an HTTPS server (aiohttp) with SNI and the ACME directory.
+"""The acme.digicert.com stand-in: an HTTPS server with SNI and the ACME directory.
 
 Behaviour is mutable at runtime through ``server.behaviour`` (status, body, clock offset,
 delay) and ``server.cert`` / ``server.sni_certs`` (what the TLS handshake presents).
+
+HTTP/1.1 (keep-alive, HEAD, Content-Length bodies) is served by hand on a tracked TCP
+server with ``start_tls``, so ``stop()`` also closes connections stuck mid-handshake
+(aiohttp's server does not see a connection until its handshake completes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import ssl
 import time
@@ -17,13 +22,14 @@ from http import HTTPStatus
 from typing import Any
 
 import trustme
-from aiohttp import web
 
-from tests.lab.base import LabServer, bind_socket
+from tests.lab.base import StreamServer
 
 DIRECTORY_PATH = "/v2/acme/directory/"
 NONCE_PATH = "/v2/acme/new-nonce"
 DIGICERT_BASE_URL = "https://acme.digicert.com"
+MAX_HEAD = 16 * 1024
+Response = tuple[int, dict[str, str], bytes]
 
 
 def acme_directory(base_url: str = DIGICERT_BASE_URL) -> dict[str, Any]:
@@ -75,12 +81,14 @@ def server_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
     return ctx
 
 
-class HttpsServer(LabServer):
+class HttpsServer(StreamServer):
     """HTTPS on (host, port) presenting ``cert``, or ``sni_certs[name]`` for that SNI name.
 
     Records the SNI of every handshake in ``sni`` (None when the client sent none) and
     every HTTP request in ``requests``.
     """
+
+    pause_on_accept = True  # start_tls resumes reading
 
     def __init__(
         self,
@@ -99,7 +107,7 @@ class HttpsServer(LabServer):
         self.sni: list[str | None] = []
         self.requests: list[HttpsRequest] = []
         self._contexts: dict[int, ssl.SSLContext] = {}
-        self._runner: web.AppRunner | None = None
+        self._handshake_ctx: ssl.SSLContext | None = None
 
     def url(self, path: str = DIRECTORY_PATH, hostname: str = "acme.digicert.com") -> str:
         """A URL naming ``hostname`` on this server's port (resolve it via the lab DNS)."""
@@ -113,63 +121,93 @@ class HttpsServer(LabServer):
         return ctx
 
     def _on_sni(self, sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        # Called for every ClientHello, with None when the client sent no SNI.
         self.sni.append(name)
         leaf = self.sni_certs.get(name.lower(), self.cert) if name else self.cert
         sslobj.context = self._context_for(leaf)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(
-            HttpsRequest(request.method, request.path, request.host, dict(request.headers))
-        )
+    async def _start(self) -> None:
+        # A context of its own (no cert needed: the SNI callback always picks one).
+        self._handshake_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._handshake_ctx.sni_callback = self._on_sni
+        await super()._start()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._handshake_ctx is not None
+        await writer.start_tls(self._handshake_ctx)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if len(head) > MAX_HEAD:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                await self._write(writer, "GET", (400, {}, b"400 Bad Request\n"), False)
+                return
+            method, target, version = parts
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers[name.strip().title()] = value.strip()
+            length = headers.get("Content-Length", "0")
+            if not length.isdigit():
+                await self._write(writer, method, (400, {}, b"400 Bad Request\n"), False)
+                return
+            await reader.readexactly(int(length))  # request bodies are not needed
+            path = target.split("?", 1)[0]
+            self.requests.append(HttpsRequest(method, path, headers.get("Host"), headers))
+            if self.behaviour.delay:
+                await asyncio.sleep(self.behaviour.delay)
+            connection = headers.get("Connection", "").lower()
+            keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+            await self._write(writer, method, self.respond(method, path), keep)
+            if not keep:
+                return
+
+    async def _write(
+        self, writer: asyncio.StreamWriter, method: str, response: Response, keep: bool
+    ) -> None:
+        status, headers, body = response
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        date = formatdate(time.time() + self.behaviour.clock_offset, usegmt=True)
+        fields = {"Date": date, "Server": "acme-preflight-lab"} | headers
+        if status != 204:
+            fields["Content-Length"] = str(len(body))
+        if not keep:
+            fields["Connection"] = "close"
+        head = f"HTTP/1.1 {status} {phrase}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
+        send_body = method != "HEAD" and status not in (204, 304)
+        writer.write(head.encode("latin-1") + (body if send_body else b""))
+        await writer.drain()
+
+    def respond(self, method: str, path: str) -> Response:
+        """Status, headers and body for one request (without Date/Content-Length)."""
         b = self.behaviour
-        if b.delay:
-            await asyncio.sleep(b.delay)
-        headers = {"Date": formatdate(time.time() + b.clock_offset, usegmt=True)}
         if b.status != 200:
             try:
                 phrase = HTTPStatus(b.status).phrase
             except ValueError:
                 phrase = "Error"
-            return web.Response(status=b.status, text=f"{b.status} {phrase}\n", headers=headers)
-        if request.path == DIRECTORY_PATH:
-            if request.method not in ("GET", "HEAD"):
-                return web.Response(status=405, headers=headers)
+            text = f"{b.status} {phrase}\n".encode()
+            return b.status, {"Content-Type": "text/plain; charset=utf-8"}, text
+        if path == DIRECTORY_PATH:
+            if method not in ("GET", "HEAD"):
+                return 405, {"Allow": "GET, HEAD"}, b""
             if isinstance(b.body, str):
-                return web.Response(text=b.body, content_type="text/html", headers=headers)
-            body = acme_directory(self.base_url) if b.body is None else b.body
-            return web.json_response(body, headers=headers)
-        if request.path == NONCE_PATH and request.method in ("GET", "HEAD"):
-            headers |= {
+                return 200, {"Content-Type": "text/html; charset=utf-8"}, b.body.encode()
+            data = acme_directory(self.base_url) if b.body is None else b.body
+            return 200, {"Content-Type": "application/json"}, json.dumps(data).encode()
+        if path == NONCE_PATH and method in ("GET", "HEAD"):
+            headers = {
                 "Replay-Nonce": secrets.token_urlsafe(16),
                 "Cache-Control": "no-store",
                 "Link": f'<{self.base_url}{DIRECTORY_PATH}>;rel="index"',
             }
-            return web.Response(status=200 if request.method == "HEAD" else 204, headers=headers)
-        return web.json_response(
-            {"type": "urn:ietf:params:acme:error:malformed", "detail": "Not Found", "status": 404},
-            status=404,
-            content_type="application/problem+json",
-            headers=headers,
-        )
-
-    async def _start(self) -> None:
-        ctx = self._context_for(self.cert)
-        ctx.sni_callback = self._on_sni
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=0.2
-        )
-        await self._runner.setup()
-        sock = bind_socket(self.host, self.port)
-        self.port = sock.getsockname()[1]
-        try:
-            await web.SockSite(self._runner, sock, ssl_context=ctx).start()
-        except BaseException:
-            sock.close()
-            await self._runner.cleanup()
-            raise
-
-    async def _stop(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+            return (200 if method == "HEAD" else 204), headers, b""
+        problem = {"type": "urn:ietf:params:acme:error:malformed", "detail": "Not Found"}
+        return 404, {"Content-Type": "application/problem+json"}, json.dumps(problem).encode()
