@@ -212,3 +212,25 @@ def test_fifo_or_device_is_not_read(tmp_path: Path) -> None:
         (f"{tmp_path}/fifo.conf", f"not a regular file (included from {tmp_path}/nginx.conf:1)"),
         ("/dev/zero", f"not a regular file (included from {tmp_path}/nginx.conf:1)"),
     ]
+
+
+def test_cycle_through_a_symlink_is_detected(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "loop.conf").symlink_to(tmp_path / "nginx.conf")
+    d = _conf(tmp_path, "server_name a.example.com; include conf.d/*.conf;")
+    assert _names(d) == ["a.example.com"]
+    assert [p.kind for p in d.problems] == ["include_cycle"]
+
+
+def test_shared_snippet_read_once_and_problem_reported_once(tmp_path: Path) -> None:
+    d = _conf(
+        tmp_path,
+        "http {\n"
+        "  server { server_name a.example.com; include snip.conf; include gone.conf; }\n"
+        "  server { server_name b.example.com; include snip.conf; include gone.conf; }\n"
+        "}\n",
+        {"snip.conf": "server_name snip.example.com;"},
+    )
+    assert _names(d) == ["a.example.com", "snip.example.com", "b.example.com", "snip.example.com"]
+    assert d.files.count(f"{tmp_path}/snip.conf") == 1
+    assert [Path(p.path).name for p in d.problems] == ["gone.conf"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from agent.fqdn.names import Discovery, IncludeWalk, Problem, expand, has_magic, source
 
 MAIN_FILES = ("apache2.conf", "httpd.conf", "conf/httpd.conf")
+_WANTED = frozenset({"servername", "serveralias", "serverroot", "include", "includeoptional"})
 FALLBACK_GLOBS = ("sites-enabled/*", "conf.d/*.conf", "vhosts.d/*.conf")
 
 # One argument as ap_getword_conf reads it: a quoted string (backslash escapes the
@@ -50,6 +51,9 @@ def words(text: str) -> list[str]:
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """``(first line number, text)`` with backslash continuations joined."""
+    if "\\" not in text:  # no continuations: the common case, kept fast
+        yield from enumerate(text.split("\n"), 1)
+        return
     parts: list[str] = []
     start = 0
     for number, raw in enumerate(text.split("\n"), 1):
@@ -108,7 +112,6 @@ class _Reader:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            where = source(path, number)
             if line.startswith("</"):
                 name = line[2:].rstrip(">").strip().lower()
                 if not sections or sections[-1][0] != name:
@@ -124,20 +127,23 @@ class _Reader:
                 if not line.endswith(">"):
                     self._malformed(path, number, f"{line.split()[0]}> is missing its closing '>'")
                     break
-                parts = words(line[1:-1])
-                if not parts:
+                tag = line[1:-1].split(None, 1)
+                if not tag:
                     self._malformed(path, number, "empty section tag")
                     break
-                name = parts[0].lower()
+                name = tag[0].lower()
                 opened = None
                 if name == "virtualhost":
-                    is_default = any(a.lower().startswith("_default_") for a in parts[1:])
-                    opened = vhost = _VirtualHost(where, is_default)
-                sections.append((name, parts[0], number, opened))
+                    addresses = words(tag[1]) if len(tag) > 1 else []
+                    is_default = any(a.lower().startswith("_default_") for a in addresses)
+                    opened = vhost = _VirtualHost(source(path, number), is_default)
+                sections.append((name, tag[0], number, opened))
                 continue
-            args = words(line)
-            if args:
-                self._directive(args, where, vhost)
+            # Most lines are directives this reader ignores: split the rest only if wanted.
+            head = line.split(None, 1)
+            if head[0].lower() in _WANTED:
+                args = [head[0], *words(head[1])] if len(head) > 1 else head
+                self._directive(args, source(path, number), vhost)
         else:
             if sections:
                 _, shown, opened_at, _ = sections[-1]

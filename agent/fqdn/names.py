@@ -104,12 +104,13 @@ def classify(raw: str) -> tuple[str | None, str]:
     name = text.rstrip(".").lower()
     if name in LOCALHOST_NAMES or name.endswith(".localhost"):
         return None, "localhost"
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        pass
-    else:
-        return None, "ip_address"
+    if name[-1:].isdigit() or ":" in name:  # could be an address: worth the parse
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            return None, "ip_address"
     if not name or not is_hostname(name):
         return None, "invalid"
     if "." not in name:
@@ -121,8 +122,13 @@ def source(path: Path | str, line: int) -> str:
     return f"{path}:{line}"
 
 
-def read_config(path: Path, out: Discovery, line_of_include: str | None = None) -> str | None:
-    """The text of ``path``, or None with the problem recorded in ``out``.
+FileKey = tuple[int, int]  # (st_dev, st_ino): the file itself, whatever path reached it
+
+
+def read_config(
+    path: Path, out: Discovery, line_of_include: str | None = None
+) -> tuple[str, FileKey] | None:
+    """The text of ``path`` and its identity, or None with the problem recorded in ``out``.
 
     Only regular files are read: a FIFO or a device matched by a careless glob
     would otherwise block the check or feed it endless bytes.
@@ -138,7 +144,8 @@ def read_config(path: Path, out: Discovery, line_of_include: str | None = None) 
         out.problems.append(Problem(str(path), "unreadable", f"{e.strerror or e}{where}"))
         return None
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        mode = st.st_mode
         if stat.S_ISDIR(mode):
             out.problems.append(Problem(str(path), "unreadable", f"is a directory{where}"))
             return None
@@ -164,7 +171,7 @@ def read_config(path: Path, out: Discovery, line_of_include: str | None = None) 
         )
         return None
     out.files.append(str(path))
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    return b"".join(chunks).decode("utf-8", errors="replace"), (st.st_dev, st.st_ino)
 
 
 def has_magic(pattern: str) -> bool:
@@ -176,50 +183,53 @@ def expand(pattern: str) -> list[Path]:
     return [Path(p) for p in sorted(glob.glob(pattern))]
 
 
-def real(path: Path) -> str:
-    """A key identifying the file for cycle detection (symlinks resolved)."""
-    return os.path.realpath(path)
-
-
 @dataclass
 class IncludeWalk:
-    """Follows includes for a reader: cycle detection, depth and file-count limits."""
+    """Follows includes for a reader: cycle detection, depth and file-count limits.
+
+    A file included many times (a shared snippet) is read once per discovery.
+    """
 
     out: Discovery
-    stack: list[tuple[str, str]] = field(default_factory=list)  # (real path, shown path)
+    stack: list[tuple[FileKey, str]] = field(default_factory=list)  # (identity, shown path)
     parsed: int = 0
+    _cache: dict[str, tuple[str, FileKey] | None] = field(default_factory=dict)
 
     def enter(self, path: Path, included_from: str | None = None) -> str | None:
         """The text of ``path`` to parse, or None when it must not or cannot be parsed.
 
-        Every refusal is recorded as a :class:`Problem`. A successful ``enter``
-        must be paired with :meth:`leave`.
+        Every refusal is recorded as a :class:`Problem` (once per path for an
+        unreadable file). A successful ``enter`` must be paired with :meth:`leave`.
         """
-        key = real(path)
-        for seen, _ in self.stack:
-            if seen == key:
-                chain = " -> ".join([shown for _, shown in self.stack] + [str(path)])
-                where = f" (at {included_from})" if included_from else ""
-                self.out.problems.append(
-                    Problem(str(path), "include_cycle", f"include cycle: {chain}{where}")
-                )
-                return None
+        shown = str(path)
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
             self.out.problems.append(
-                Problem(str(path), "too_deep", f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+                Problem(shown, "too_deep", f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
             )
             return None
         if self.parsed >= MAX_FILES:
             if not any(p.kind == "too_many" for p in self.out.problems):
                 self.out.problems.append(
-                    Problem(str(path), "too_many", f"stopped after {MAX_FILES} files")
+                    Problem(shown, "too_many", f"stopped after {MAX_FILES} files")
                 )
             return None
-        text = read_config(path, self.out, included_from)
-        if text is None:
+        if shown in self._cache:
+            read = self._cache[shown]
+        else:
+            read = self._cache[shown] = read_config(path, self.out, included_from)
+        if read is None:
             return None
+        text, key = read
+        for seen, _ in self.stack:
+            if seen == key:
+                chain = " -> ".join([s for _, s in self.stack] + [shown])
+                where = f" (at {included_from})" if included_from else ""
+                self.out.problems.append(
+                    Problem(shown, "include_cycle", f"include cycle: {chain}{where}")
+                )
+                return None
         self.parsed += 1
-        self.stack.append((key, str(path)))
+        self.stack.append((key, shown))
         return text
 
     def leave(self) -> None:

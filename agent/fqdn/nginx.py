@@ -17,17 +17,20 @@ from pathlib import Path
 
 from agent.fqdn.names import Discovery, IncludeWalk, Problem, expand, has_magic, source
 
+# One token after any blanks and comments; no match means a syntax error or the end.
 _TOKEN_RE = re.compile(
     r"""
-      (?P<ws>[ \t\r\n]+)
-    | (?P<comment>\#[^\n]*)
-    | (?P<punct>[;{}])
+    (?:[ \t\r\n]+|\#[^\n]*)*+  # possessive: no backtracking into blanks (no ReDoS)
+    (?:
+      (?P<punct>[;{}])
     | "(?P<dq>(?:[^"\\]|\\.)*)"
     | '(?P<sq>(?:[^'\\]|\\.)*)'
     | (?P<word>(?:\\.|\$\{?|[^ \t\r\n;{}\#"'\\$])(?:\\.|\$\{?|[^ \t\r\n;{\\$])*)
+    )
     """,
     re.VERBOSE | re.DOTALL,
 )
+_SKIP_RE = re.compile(r"(?:[ \t\r\n]+|\#[^\n]*)*+")
 _ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 # What may follow a closing quote (nginx's need_space).
@@ -49,27 +52,31 @@ def tokens(text: str) -> Iterator[tuple[str, str, int]]:
 
     Raises :class:`SyntaxProblem` where nginx would refuse the file.
     """
-    pos, line, end = 0, 1, len(text)
+    pos, line, counted, end = 0, 1, 0, len(text)
     match = _TOKEN_RE.match
     while pos < end:
         m = match(text, pos)
         if m is None:
-            ch = text[pos]
+            bad = _SKIP_RE.match(text, pos).end()  # type: ignore[union-attr]
+            if bad >= end:
+                return  # only blanks and comments were left
+            line += text.count("\n", counted, bad)
+            ch = text[bad]
             what = "unterminated quoted string" if ch in "\"'" else f"unexpected {ch!r}"
             raise SyntaxProblem(line, what)
-        kind = m.lastgroup
-        value = m.group(kind or 0)
+        kind = m.lastgroup or ""
+        start = m.start(kind)
+        # Newlines between the previous token's start and this one's (one count per token).
+        line += text.count("\n", counted, start)
+        counted = start
+        value = m.group(kind)
+        pos = m.end()
         if kind == "punct":
             yield value, value, line
-        elif kind in ("dq", "sq"):
-            nxt = m.end()
-            if nxt < end and text[nxt] not in _AFTER_QUOTE:
-                raise SyntaxProblem(line + value.count("\n"), f"unexpected {text[nxt]!r}")
-            yield "word", _unescape(value), line
-        elif kind == "word":
-            yield "word", _unescape(value), line
-        line += m.group(0).count("\n")
-        pos = m.end()
+            continue
+        if kind != "word" and pos < end and text[pos] not in _AFTER_QUOTE:
+            raise SyntaxProblem(line + value.count("\n"), f"unexpected {text[pos]!r}")
+        yield "word", _unescape(value) if "\\" in value else value, line
 
 
 @dataclass
@@ -86,6 +93,23 @@ class _Reader:
         self.prefix = conf.parent
         self.out = out
         self.walk = IncludeWalk(out)
+        # Tokens per file (a snippet included by 500 vhosts is tokenized once).
+        self._tokens: dict[str, tuple[list[tuple[str, str, int]], SyntaxProblem | None]] = {}
+
+    def _tokenized(self, path: Path, text: str) -> Iterator[tuple[str, str, int]]:
+        key = str(path)
+        if key not in self._tokens:
+            found: list[tuple[str, str, int]] = []
+            error = None
+            try:
+                found.extend(tokens(text))
+            except SyntaxProblem as e:
+                error = e
+            self._tokens[key] = (found, error)
+        found, error = self._tokens[key]
+        yield from found
+        if error is not None:
+            raise error
 
     def file(self, path: Path, server: _Server | None, included_from: str | None) -> None:
         text = self.walk.enter(path, included_from)
@@ -102,7 +126,7 @@ class _Reader:
         args: list[str] = []
         start = 0
         try:
-            for kind, value, line in tokens(text):
+            for kind, value, line in self._tokenized(path, text):
                 if kind == "word":
                     if not args:
                         start = line
@@ -139,8 +163,8 @@ class _Reader:
 
     def _directive(self, path: Path, line: int, args: list[str], server: _Server | None) -> None:
         name = args[0]
-        where = source(path, line)
         if name == "server_name":
+            where = source(path, line)
             for raw in args[1:]:
                 if server is None:
                     self.out.add_name(raw, where)
@@ -155,7 +179,7 @@ class _Reader:
                     Problem(str(path), "malformed", "include takes exactly one argument", line)
                 )
                 return
-            self._include(args[1], where, server)
+            self._include(args[1], source(path, line), server)
 
     def _include(self, pattern: str, where: str, server: _Server | None) -> None:
         target = Path(pattern)
