@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -234,3 +239,33 @@ def test_shared_snippet_read_once_and_problem_reported_once(tmp_path: Path) -> N
     assert _names(d) == ["a.example.com", "snip.example.com", "b.example.com", "snip.example.com"]
     assert d.files.count(f"{tmp_path}/snip.conf") == 1
     assert [Path(p.path).name for p in d.problems] == ["gone.conf"]
+
+
+def test_permission_denied_as_an_unprivileged_user() -> None:
+    """Root reads everything, so the parser runs as nobody (uid 65534) via setpriv."""
+    tree = Path(tempfile.mkdtemp(prefix="fqdn-perm-"))
+    try:
+        tree.chmod(0o755)
+        (tree / "nginx.conf").write_text("include secret.conf; server_name ok.example.com;")
+        (tree / "secret.conf").write_text("server_name secret.example.com;")
+        (tree / "secret.conf").chmod(0o600)
+        script = (
+            "import json, sys; from pathlib import Path; from agent.fqdn import nginx; "
+            "d = nginx.discover(Path(sys.argv[1])); "
+            "print(json.dumps([[f.name for f in d.found], [p.to_dict() for p in d.problems]]))"
+        )
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        proc = subprocess.run(
+            [*nobody, sys.executable, "-c", script, str(tree / "nginx.conf")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=Path(__file__).parent.parent,
+            check=True,
+        )
+    finally:
+        shutil.rmtree(tree)
+    names, problems = json.loads(proc.stdout)
+    assert names == ["ok.example.com"]
+    assert [(Path(p["path"]).name, p["kind"]) for p in problems] == [("secret.conf", "unreadable")]
+    assert "Permission denied" in problems[0]["message"]
