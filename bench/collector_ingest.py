@@ -392,7 +392,7 @@ def bench_collector(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     (tmp / "tokens").write_text(TOKEN + "\n")
     db = tmp / "bench.db"
     cfg = tmp / "collector.toml"
-    cfg.write_text(f'synchronous = "{args.synchronous}"\n')
+    cfg.write_text(f'synchronous = "{args.synchronous}"\nlog_level = "warning"\n')
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -261,10 +261,15 @@ class Collector:
     # ------------------------------------------------------------ reads
 
     async def _views(self) -> list[fleet.HostView]:
-        rows = await self.reader.run(store.hosts)
         now = self.clock()
         s = self.settings
-        return [fleet.host_view(r, now, s.stale_intervals, s.default_interval_s) for r in rows]
+        # parsed on the reader thread: off the event loop, and on a shallow stack
+        return await self.reader.run(
+            lambda conn: [
+                fleet.host_view(r, now, s.stale_intervals, s.default_interval_s)
+                for r in store.hosts(conn)
+            ]
+        )
 
     async def get_hosts(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request)) is not None:

@@ -65,7 +65,11 @@ class HostView:
 def host_view(
     row: HostRow, now: float, stale_intervals: float, default_interval: float
 ) -> HostView:
-    doc: dict[str, Any] = json.loads(row.body)
+    try:
+        doc: dict[str, Any] = json.loads(row.body)
+    except (ValueError, RecursionError):
+        # valid when stored, but nested deeper than this thread's stack allows now
+        doc = {"checks": []}
     agent = doc.get("agent", {})
     interval = row.interval_s if row.interval_s is not None else default_interval
     age = max(0.0, now - row.last_seen)

@@ -221,7 +221,10 @@ def host_page(
     )
     rows = []
     for c in view.checks:
-        details = json.dumps(c.get("details", {}), indent=2, sort_keys=True, ensure_ascii=False)
+        try:
+            details = json.dumps(c.get("details", {}), indent=2, sort_keys=True, ensure_ascii=False)
+        except (RecursionError, ValueError):  # valid JSON, but nested too deep to re-encode
+            details = "(too deeply nested to show; see the API)"
         fix = c.get("remediation") or ""
         reason = c.get("reason")
         summary = e(c.get("summary", "")) + (
@@ -254,7 +257,7 @@ def host_page(
                 if isinstance(c, dict)
             )
             rid = str(doc.get("report_id", ""))
-        except ValueError:
+        except (ValueError, RecursionError):
             checks, rid = "", ""
         hist_rows.append(
             "<tr>"

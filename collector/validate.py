@@ -58,7 +58,22 @@ def _reject_constant(name: str) -> Any:
 
 def parse_json(body: bytes) -> Any:
     """Strict JSON (no NaN/Infinity); raises ValueError."""
-    return json.loads(body, parse_constant=_reject_constant)
+    try:
+        doc = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        # '[[[[...' a few thousand deep: json's C scanner gives up with RecursionError,
+        # which is not a ValueError and would have been a 500.
+        raise ValueError("nested too deeply") from None
+    if b"\\ud" in body or b"\\uD" in body:
+        # A lone surrogate escape ("\\udcff") decodes to a str that SQLite and the HTML
+        # page cannot encode: it was a 503 the agent retried forever. Pairs are fine.
+        try:
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone UTF-16 surrogate (not Unicode text)") from None
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+    return doc
 
 
 def _is_number(v: object) -> bool:

@@ -468,3 +468,28 @@ async def test_database_failure_is_503_and_nothing_is_lost_later(
     assert (await post(http, srv, r))[0] == 202
     assert stored(srv.db) == 1
     assert srv.collector.metrics.ingest["unavailable"] == 1
+
+
+async def test_deeply_nested_details_never_break_a_page(
+    srv: Running, http: aiohttp.ClientSession
+) -> None:
+    accepted = 0
+    for depth in range(900, 1400, 20):
+        r = report(f"deep-{depth}")
+        nested = "[" * depth + "]" * depth
+        body = json.dumps(r).replace('"details": {"n": 1}', f'"details": {{"d": {nested}}}', 1)
+        status, data = await post(http, srv, body.encode())
+        assert status in (202, 400), data  # never a 500
+        if status == 400:
+            assert "JSON" in data["error"]
+            continue
+        accepted += 1
+        for path in (f"/hosts/deep-{depth}", f"/api/v1/hosts/deep-{depth}/reports"):
+            async with http.get(srv.url + path) as resp:
+                assert resp.status == 200, path
+    assert accepted  # the shallower ones are fine
+    for path in ("/", "/api/v1/hosts"):
+        async with http.get(srv.url + path) as resp:
+            assert resp.status == 200
+    status, data = await post(http, srv, b"[" * 100_000)
+    assert status == 400
