@@ -22,7 +22,7 @@ ZONE = {
 
 async def test_dns_view_answers_a_and_aaaa(netns_isolated: None) -> None:
     async with DnsServer(ZONE, "127.0.0.53", 0) as server:
-        servers = dns_nameservers([f"127.0.0.53:{server.port}"], [], Path("/nonexistent"))
+        servers = dns_nameservers([f"127.0.0.53:{server.port}"], Path("/nonexistent"))
         answer = await dns_view("web.example.test", servers, 1.0)
         assert answer.status == "ok"
         assert answer.addresses == ("127.0.0.7", "::1")
@@ -46,7 +46,7 @@ async def test_dns_view_failures_told_apart(
 ) -> None:
     async with DnsServer(ZONE, "127.0.0.53", 0) as server:
         server.set("web.example.test", mode=mode)
-        servers = dns_nameservers([f"127.0.0.53:{server.port}"], [], Path("/nonexistent"))
+        servers = dns_nameservers([f"127.0.0.53:{server.port}"], Path("/nonexistent"))
         answer = await dns_view("web.example.test", servers, 1.0)
         assert answer.status == status
         assert answer.addresses == ()
@@ -55,7 +55,7 @@ async def test_dns_view_failures_told_apart(
 
 async def test_dns_view_no_answer(netns_isolated: None) -> None:
     async with DnsServer({"empty.example.test": []}, "127.0.0.53", 0) as server:
-        servers = dns_nameservers([f"127.0.0.53:{server.port}"], [], Path("/nonexistent"))
+        servers = dns_nameservers([f"127.0.0.53:{server.port}"], Path("/nonexistent"))
         answer = await dns_view("empty.example.test", servers, 1.0)
         assert answer.status == "no_answer"
 
@@ -63,7 +63,7 @@ async def test_dns_view_no_answer(netns_isolated: None) -> None:
 async def test_dns_view_timeout_is_bounded(netns_isolated: None) -> None:
     async with DnsServer(ZONE, "127.0.0.53", 0) as server:
         server.override = DnsMode.SILENCE
-        servers = dns_nameservers([f"127.0.0.53:{server.port}"], [], Path("/nonexistent"))
+        servers = dns_nameservers([f"127.0.0.53:{server.port}"], Path("/nonexistent"))
         started = time.monotonic()
         answer = await dns_view("web.example.test", servers, 0.4)
         elapsed = time.monotonic() - started
@@ -74,13 +74,12 @@ async def test_dns_view_timeout_is_bounded(netns_isolated: None) -> None:
 async def test_nameserver_precedence(tmp_path: Path, netns_isolated: None) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.99\n")
-    assert dns_nameservers(["127.0.0.1:5353"], ["127.0.0.2"], resolv).servers == (
-        ("127.0.0.1", 5353),
-    )
-    assert dns_nameservers([], ["127.0.0.2"], resolv).source == "[dns] nameservers"
-    from_file = dns_nameservers([], [], resolv)
+    explicit = dns_nameservers(["127.0.0.1:5353", "[::1]:53"], resolv)
+    assert explicit.servers == (("127.0.0.1", 5353), ("::1", 53))
+    assert explicit.source == "[fqdn] nameservers"
+    from_file = dns_nameservers([], resolv)
     assert from_file.servers == (("127.0.0.99", 53),) and from_file.source == str(resolv)
-    none = dns_nameservers([], [], tmp_path / "missing")
+    none = dns_nameservers([], tmp_path / "missing")
     answer = await dns_view("web.example.test", none, 0.5)
     assert answer.status == "no_resolver"
 

@@ -255,7 +255,7 @@ async def run(ctx: CheckContext) -> Outcome:
         discovery = Discovery(notes=["discovery is off ([fqdn] discover = false)"])
     names = collect_names(cfg.names, discovery)
     hosts = hostsfile.load(ctx.paths.hosts, ctx.paths.host_conf)
-    servers = dns_nameservers(cfg.nameservers, ctx.config.dns.nameservers, ctx.paths.resolv_conf)
+    servers = dns_nameservers(cfg.nameservers, ctx.paths.resolv_conf)
     local = interface_addresses()
     limit = asyncio.Semaphore(CONCURRENCY)
     reports = await asyncio.gather(

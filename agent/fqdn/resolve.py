@@ -49,14 +49,16 @@ class ViewAnswer:
 # ------------------------------------------------------------------ DNS view
 
 
-def dns_nameservers(
-    fqdn_nameservers: Sequence[str], dns_nameservers: Sequence[str], resolv_conf: Path
-) -> Nameservers:
-    """``[fqdn] nameservers``, else ``[dns] nameservers``, else ``resolv_conf``."""
+def dns_nameservers(fqdn_nameservers: Sequence[str], resolv_conf: Path) -> Nameservers:
+    """``[fqdn] nameservers``, else the nameservers of ``resolv_conf``.
+
+    ``[dns] nameservers`` is not used: it picks the resolver for the DigiCert
+    hostnames, while the web server's names are checked with this host's own.
+    """
     if fqdn_nameservers:
         servers = tuple(split_nameserver(s) for s in fqdn_nameservers)
         return Nameservers(servers, "[fqdn] nameservers")
-    return nameservers_for(dns_nameservers, resolv_conf)
+    return nameservers_for((), resolv_conf)
 
 
 async def dns_view(name: str, servers: Nameservers, budget: float) -> ViewAnswer:
