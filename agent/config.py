@@ -48,7 +48,8 @@ class SensorVersion:
 
     parts: tuple[int, ...]
 
-    _RE = re.compile(r"^\d{1,6}(\.\d{1,6}){2,3}$")
+    # [0-9], not \d: "\u0663.8.47" (Arabic-Indic digits) is not a sensor version
+    _RE = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,6}){2,3}$")
 
     @classmethod
     def parse(cls, text: str) -> SensorVersion:
@@ -183,7 +184,10 @@ class Config:
 
 # ---------------------------------------------------------------- value parsers
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+# A year: longer ones overflow the scheduler's datetime arithmetic (and mean nothing here).
+MAX_DURATION = 365 * 86400.0
+HOST_ID_MAX = 255  # the report schema's limit: a longer one gets every report rejected
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$"
@@ -195,7 +199,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f'{value!r} is not a duration like "30s", "5m" or 60')
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("is longer than a year (8760h)") from None
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if not m:
@@ -203,8 +210,10 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise ValueError(f'expected a duration like "30s" or a number, got {_tname(value)}')
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+    if not seconds > 0 or seconds != seconds:
         raise ValueError(f"{value!r} must be a positive duration")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than a year (8760h)")
     return seconds
 
 
@@ -276,6 +285,13 @@ def _str_list(
     return parse
 
 
+def _host_id(value: object) -> str:
+    text = _nonempty_str(value)
+    if len(text) > HOST_ID_MAX:
+        raise ValueError(f"is {len(text)} characters long; at most {HOST_ID_MAX} are allowed")
+    return text
+
+
 def _hostname(value: object) -> str:
     text = _nonempty_str(value)
     if not is_hostname(text):
@@ -313,6 +329,11 @@ def _nameserver(value: object) -> str:
     return text
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²" and "\u0663", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def split_nameserver(text: str) -> tuple[str, int]:
     """Parse ``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` into (address, port)."""
     host, port = text, 53
@@ -322,12 +343,12 @@ def split_nameserver(text: str) -> tuple[str, int]:
             raise ValueError(f"{text!r} is not a nameserver address")
         host, rest = text[1:end], text[end + 1 :]
         if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
+            if not rest.startswith(":") or not _digits(rest[1:]):
                 raise ValueError(f"{text!r} is not a nameserver address like [::1]:53")
             port = int(rest[1:])
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
-        if not p.isdigit():
+        if not _digits(p):
             raise ValueError(f"{text!r} is not a nameserver address like 127.0.0.53:53")
         port = int(p)
     try:
@@ -357,7 +378,7 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"{text!r} is not HOST:PORT (the port is missing)")
         return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not _digits(port_text) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"{text!r}: {port_text!r} is not a port number")
     if not host:
         raise ValueError(f"{text!r}: the host is missing")
@@ -474,7 +495,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
             "interval": parse_duration,
             "timeout": parse_duration,
             "jitter": _jitter,
-            "host_id": _nonempty_str,
+            "host_id": _host_id,
             "state_dir": _path,
             "log_level": _log_level,
             "checks": _check_names,

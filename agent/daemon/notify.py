@@ -78,7 +78,7 @@ def _watchdog_interval(env: Mapping[str, str]) -> float | None:
     """Half of ``WATCHDOG_USEC`` in seconds, when the watchdog is meant for this process."""
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         return None
     if pid and pid != str(os.getpid()):
         return None

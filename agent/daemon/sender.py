@@ -112,7 +112,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is true too; float() refuses it
         return min(float(value), RETRY_AFTER_MAX)
     try:
         when = parsedate_to_datetime(value)

@@ -110,11 +110,11 @@ def no_proxy_match(host: str, port: int, value: str) -> str | None:
             end = pattern.find("]")
             rest = pattern[end + 1 :]
             pattern = pattern[1:end]
-            if rest.startswith(":") and rest[1:].isdigit():
+            if rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit():
                 entry_port = int(rest[1:])
         elif pattern.count(":") == 1:
             name, _, p = pattern.partition(":")
-            if p.isdigit():
+            if p.isascii() and p.isdigit():  # not "²": int() refuses it
                 pattern, entry_port = name, int(p)
         if entry_port is not None and entry_port != port:
             continue
