@@ -85,7 +85,7 @@ def test_warn_non_local_only() -> None:
     )
     assert out.status is Status.WARN
     assert out.reason == "non_local_address"
-    assert "lb.example.com (203.0.113.5)" in out.summary
+    assert out.summary == "lb.example.com (203.0.113.5) resolves only to addresses not on this host"
     assert "ok.example.com" not in out.summary
     assert "hosts entry" in out.remediation
     lb = out.details["names"][1]
@@ -100,7 +100,9 @@ def test_warn_hosts_entry_hides_dns() -> None:
     )
     assert out.status is Status.WARN
     assert out.reason == "hosts_hides_dns"
-    assert out.summary == "The hosts entry hides DNS for stale.example.com"
+    assert out.summary == (
+        "The hosts entry hides DNS for stale.example.com (hosts 127.0.1.1, DNS 203.0.113.9)"
+    )
     name = out.details["names"][0]
     assert name["hosts"] == {
         "status": "ok",

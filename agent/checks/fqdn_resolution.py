@@ -147,6 +147,10 @@ def collect_names(configured: Sequence[str], discovery: Discovery) -> dict[str, 
     return names
 
 
+def _addrs(addresses: Sequence[str]) -> str:
+    return ", ".join(addresses[:2]) + (", ..." if len(addresses) > 2 else "")
+
+
 def _listed(names: Sequence[str]) -> str:
     shown = ", ".join(names[:SUMMARY_NAMES])
     more = len(names) - SUMMARY_NAMES
@@ -198,16 +202,23 @@ def evaluate(
     parts: list[str] = []
     if NON_LOCAL in by_issue:
         remote = by_issue[NON_LOCAL]
-        shown = [f"{r.name} ({', '.join(r.system.addresses[:2])})" for r in remote]
-        parts.append(f"not resolving to this host: {_listed(shown)}")
+        shown = [f"{r.name} ({_addrs(r.system.addresses)})" for r in remote]
+        verb = "resolves" if len(remote) == 1 else "resolve"
+        parts.append(f"{_listed(shown)} {verb} only to addresses not on this host")
     if HOSTS_HIDE_DNS in by_issue:
-        hidden = [r.name for r in by_issue[HOSTS_HIDE_DNS]]
+        hidden = [
+            f"{r.name} (hosts {_addrs(r.hosts.addresses)}, DNS {_addrs(r.dns.addresses)})"
+            for r in by_issue[HOSTS_HIDE_DNS]
+        ]
         parts.append(f"the hosts entry hides DNS for {_listed(hidden)}")
     if parts:
         reasons = details["warnings"]
+        summary = "; ".join(parts)
+        if summary.startswith("the "):  # a sentence, not a name: capitalise it
+            summary = "T" + summary[1:]
         return Outcome(
             Status.WARN,
-            "; ".join(parts)[:1].upper() + "; ".join(parts)[1:],
+            summary,
             reasons[0],
             " ".join(REMEDIATION[r] for r in reasons),
             details,
