@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,21 +63,24 @@ def _confined(text: str) -> str:
     return text.replace("/", "_").replace("..", "._")
 
 
-def _nginx(main: str, included: str) -> None:
-    main, included = _confined(main), _confined(included)
+@contextmanager
+def _tree(main_file: str, include: str, main: str, included: str) -> Iterator[Path]:
+    """A temp dir with ``main_file`` (``main`` plus an include of x.conf) and x.conf."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "nginx.conf").write_text(main + "\ninclude x.conf;\n", errors="surrogatepass")
-        (root / "x.conf").write_text(included, errors="surrogatepass")
+        text = _confined(main) + "\n" + include + "\n"
+        (root / main_file).write_text(text, errors="surrogatepass")
+        (root / "x.conf").write_text(_confined(included), errors="surrogatepass")
+        yield root
+
+
+def _nginx(main: str, included: str) -> None:
+    with _tree("nginx.conf", "include x.conf;", main, included) as root:
         _assert_well_formed(nginx.discover(root / "nginx.conf"))
 
 
 def _apache(main: str, included: str) -> None:
-    main, included = _confined(main), _confined(included)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "apache2.conf").write_text(main + "\nInclude x.conf\n", errors="surrogatepass")
-        (root / "x.conf").write_text(included, errors="surrogatepass")
+    with _tree("apache2.conf", "Include x.conf", main, included) as root:
         _assert_well_formed(apache.discover([root]))
 
 

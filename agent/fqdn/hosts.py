@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agent.fqdn.locality import normalize
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,7 @@ def _ascii_lower(text: str) -> str:
 def _address(field_: bytes) -> str | None:
     """The address as getaddrinfo returns it, or None where glibc skips the line."""
     text = field_.decode("ascii", errors="replace")
-    for family in (socket.AF_INET6, socket.AF_INET):
-        try:
-            return socket.inet_ntop(family, socket.inet_pton(family, text))
-        except (OSError, ValueError):
-            continue
-    return None
+    return None if "%" in text else normalize(text)  # inet_pton: no scope ids
 
 
 def parse_hosts(data: bytes) -> tuple[HostsEntry, ...]:
