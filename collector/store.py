@@ -57,10 +57,12 @@ _UPSERT_HOST = (
     "ON CONFLICT(host_id) DO UPDATE SET latest_id = excluded.latest_id, "
     "last_seen = excluded.last_seen, status = excluded.status, interval_s = excluded.interval_s"
 )
+# NOT EXISTS on the hosts primary key: a lookup per candidate row, not a scan of all hosts
 _PRUNE = (
     "DELETE FROM reports WHERE id IN ("
-    " SELECT id FROM reports WHERE received_at < ?"
-    " AND id NOT IN (SELECT latest_id FROM hosts) LIMIT ?)"
+    " SELECT r.id FROM reports r WHERE r.received_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = r.host_id AND h.latest_id = r.id)"
+    " LIMIT ?)"
 )
 
 
