@@ -18,7 +18,18 @@ def test_every_family_parses_with_help_and_type() -> None:
         ],
     }
     m.last_run_ts = 1_800_000_000.25
+    # the error families are there only while something fails
+    m.delivery_ok()
+    m.delivery_failed("HTTP 503 Service Unavailable", 503)
+    m.spool_failed("database or disk is full")
     families = {f.name: f for f in text_string_to_metric_families(m.render())}
+    assert families["acme_preflight_last_delivery_error_info"].samples[0].labels == {
+        "kind": "http",
+        "http_status": "503",
+    }
+    assert families["acme_preflight_last_spool_error_info"].samples[0].labels == {
+        "kind": "disk_full"
+    }
     # counters lose their _total suffix in the parsed family name
     assert set(families) == {
         "acme_preflight_" + (n.removesuffix("_total") if k == "counter" else n)

@@ -7,8 +7,10 @@ a runtime dependency. Every name starts with ``acme_preflight_``.
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.model import Status
@@ -41,6 +43,22 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "reports_dropped_total": ("counter", "Oldest reports dropped because the spool was full."),
     "config_reloads_total": ("counter", "SIGHUP reloads by result (ok or failed)."),
+    "delivery_failing": (
+        "gauge",
+        "1 while the last delivery attempt failed (the collector is down, refusing, slow ...).",
+    ),
+    "delivery_consecutive_failures": ("gauge", "Failed attempts since the last delivered report."),
+    "last_delivery_timestamp_seconds": ("gauge", "Unix time a report was last delivered."),
+    "last_delivery_error_info": (
+        "gauge",
+        "1 while delivery fails; kind = timeout, connection, tls, http (with http_status).",
+    ),
+    "spool_failing": ("gauge", "1 while the last spool write failed (disk full, read-only ...)."),
+    "spool_errors_total": ("counter", "Spool writes that failed (the report was kept in memory)."),
+    "last_spool_error_info": (
+        "gauge",
+        "1 while the spool fails; kind = disk_full, read_only, other.",
+    ),
 }
 
 
@@ -58,6 +76,68 @@ class Metrics:
     dead_letters: int = 0
     last_report: Mapping[str, Any] | None = None
     last_run_ts: float | None = None
+    # What is wrong right now, for /metrics and /status/daemon (cleared by the next success).
+    delivery_error: str = ""
+    delivery_error_kind: str = ""
+    delivery_error_status: int | None = None
+    delivery_error_ts: float | None = None
+    consecutive_failures: int = 0
+    last_delivery_ts: float | None = None
+    spool_error: str = ""
+    spool_error_kind: str = ""
+    spool_error_ts: float | None = None
+    spool_errors: int = 0
+
+    def delivery_ok(self) -> None:
+        self.last_delivery_ts = time.time()
+        self.consecutive_failures = 0
+        self.delivery_error, self.delivery_error_kind = "", ""
+        self.delivery_error_status = self.delivery_error_ts = None
+
+    def delivery_failed(self, error: str, http_status: int | None) -> None:
+        self.consecutive_failures += 1
+        self.delivery_error = error
+        self.delivery_error_kind = delivery_error_kind(error, http_status)
+        self.delivery_error_status = http_status
+        self.delivery_error_ts = time.time()
+
+    def spool_ok(self) -> None:
+        self.spool_error, self.spool_error_kind, self.spool_error_ts = "", "", None
+
+    def spool_failed(self, error: str) -> None:
+        self.spool_errors += 1
+        self.spool_error = error
+        self.spool_error_kind = spool_error_kind(error)
+        self.spool_error_ts = time.time()
+
+    def daemon_status(self) -> dict[str, Any]:
+        """The daemon's own state for ``/status/daemon``: delivery and spool health."""
+        return {
+            "delivery": {
+                "failing": bool(self.delivery_error),
+                "error": self.delivery_error or None,
+                "error_kind": self.delivery_error_kind or None,
+                "http_status": self.delivery_error_status,
+                "error_at": _iso(self.delivery_error_ts),
+                "consecutive_failures": self.consecutive_failures,
+                "last_delivered_at": _iso(self.last_delivery_ts),
+                "delivered_total": self.delivered,
+                "failures_total": self.delivery_failures,
+            },
+            "spool": {
+                "failing": bool(self.spool_error),
+                "error": self.spool_error or None,
+                "error_kind": self.spool_error_kind or None,
+                "error_at": _iso(self.spool_error_ts),
+                "errors_total": self.spool_errors,
+                "reports": self.spool_reports,
+                "bytes": self.spool_bytes,
+                "dead_letters": self.dead_letters,
+                "dropped_total": self.dropped,
+            },
+            "runs_total": self.runs,
+            "last_run_at": _iso(self.last_run_ts),
+        }
 
     def render(self) -> str:
         out: list[str] = []
@@ -97,7 +177,47 @@ class Metrics:
         family("reports_dead_lettered_total", [({}, self.dead_lettered)])
         family("reports_dropped_total", [({}, self.dropped)])
         family("config_reloads_total", [({"result": k}, v) for k, v in self.reloads.items()])
+        family("delivery_failing", [({}, 1 if self.delivery_error else 0)])
+        family("delivery_consecutive_failures", [({}, self.consecutive_failures)])
+        if self.last_delivery_ts is not None:
+            family("last_delivery_timestamp_seconds", [({}, self.last_delivery_ts)])
+        if self.delivery_error:
+            labels = {"kind": self.delivery_error_kind}
+            if self.delivery_error_status is not None:
+                labels["http_status"] = str(self.delivery_error_status)
+            family("last_delivery_error_info", [(labels, 1)])
+        family("spool_failing", [({}, 1 if self.spool_error else 0)])
+        family("spool_errors_total", [({}, self.spool_errors)])
+        if self.spool_error:
+            family("last_spool_error_info", [({"kind": self.spool_error_kind}, 1)])
         return "\n".join(out) + "\n"
+
+
+def delivery_error_kind(error: str, http_status: int | None) -> str:
+    """A short, stable class of a failed attempt (a label value: never the free text)."""
+    if http_status is not None:
+        return "http"
+    low = error.lower()
+    if "timed out" in low or "timeout" in low:
+        return "timeout"
+    if "certificate" in low or "ssl" in low or "tls" in low:
+        return "tls"
+    return "connection"
+
+
+def spool_error_kind(error: str) -> str:
+    low = error.lower()
+    if "full" in low or "no space" in low:
+        return "disk_full"
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        return "read_only"
+    return "other"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _code(status: object) -> int:

@@ -9,6 +9,7 @@ and aiohttp.web answers ``/healthz``, ``/status`` and ``/metrics``. Blocking wor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import json
@@ -47,6 +48,8 @@ JOB_ID = "checks"
 # How long a run in flight may take to finish after SIGTERM before it is cancelled;
 # well inside systemd's default TimeoutStopSec=90s.
 STOP_GRACE_MAX = 30.0
+# Reports held in memory while the spool cannot be written; beyond this the oldest go.
+UNSPOOLED_MAX = 100
 
 _log = log.get("acme_preflight.daemon")
 
@@ -90,6 +93,7 @@ class Daemon:
         self._started = time.monotonic()
         self._last_run_mono: float | None = None
         self._inflight: asyncio.Task[Any] | None = None
+        self._unspooled: collections.deque[tuple[str, bytes]] = collections.deque()
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -232,11 +236,7 @@ class Daemon:
         if self._sender is not None and self._spool is not None:
             # The spool first: it is what must not lose the report.
             body = json.dumps(data, separators=(",", ":")).encode()
-            try:
-                dropped = await asyncio.to_thread(self._spool.add, data["report_id"], body)
-            except sqlite3.Error as e:
-                _log.error("cannot spool the report; it is lost", error=str(e))
-                dropped = 0
+            dropped = await self._spool_reports(data["report_id"], body)
             if dropped:
                 self.metrics.dropped += dropped
                 _log.warning(
@@ -261,6 +261,38 @@ class Daemon:
         )
         self.notifier.status(_status_line(report.status, counts, queued, self._sender))
 
+    async def _spool_reports(self, report_id: str, body: bytes) -> int:
+        """Spool this report after any an earlier run could not; how many the bounds dropped.
+
+        A spool that cannot be written (disk full, read-only state_dir) keeps the reports
+        in memory, oldest first and at most UNSPOOLED_MAX of them, and they are spooled at
+        the next run that can: a full disk for a while costs no report unless the daemon
+        stops meanwhile.
+        """
+        assert self._spool is not None
+        self._unspooled.append((report_id, body))
+        dropped = 0
+        while self._unspooled:
+            rid, pending = self._unspooled[0]
+            try:
+                dropped += await asyncio.to_thread(self._spool.add, rid, pending)
+            except sqlite3.Error as e:
+                self.metrics.spool_failed(str(e))
+                _log.error(
+                    "cannot spool the report; kept in memory and retried at the next run",
+                    error=str(e),
+                    held_in_memory=len(self._unspooled),
+                )
+                break
+            self._unspooled.popleft()
+            self.metrics.spool_ok()
+        if len(self._unspooled) > UNSPOOLED_MAX:
+            lost = len(self._unspooled) - UNSPOOLED_MAX
+            for _ in range(lost):
+                self._unspooled.popleft()
+            dropped += lost
+        return dropped
+
     # ------------------------------------------------------------------ delivery
 
     async def _deliver_loop(self) -> None:
@@ -271,8 +303,10 @@ class Daemon:
                 await self._drain()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
                 # e.g. a full disk: the reports stay spooled, delivery carries on later.
+                if isinstance(e, sqlite3.Error):
+                    self.metrics.spool_failed(str(e))
                 self._failures += 1
                 _log.exception("delivery error; will retry")
                 self._wake.set()
@@ -304,6 +338,7 @@ class Daemon:
             if result.verdict is Verdict.DELIVERED:
                 await asyncio.to_thread(self._spool.delivered, item.seq, dropped)
                 self.metrics.delivered += 1
+                self.metrics.delivery_ok()
                 self._failures = 0
                 log.info("report delivered", http_status=result.status, dropped_reports=dropped)
             elif result.verdict is Verdict.DEAD:
@@ -319,6 +354,7 @@ class Daemon:
             else:
                 self._failures += 1
                 self.metrics.delivery_failures += 1
+                self.metrics.delivery_failed(result.error, result.status)
                 await asyncio.to_thread(self._spool.failed, item.seq, result.error)
                 delay = retry_delay(result, self._failures)
                 _log_failure(log, result, delay, self._failures)
@@ -415,6 +451,9 @@ class Daemon:
 
     def metrics_text(self) -> str:
         return self.metrics.render()
+
+    def daemon_status(self) -> dict[str, Any]:
+        return self.metrics.daemon_status()
 
     # ------------------------------------------------------------------- helpers
 

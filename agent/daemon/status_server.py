@@ -19,6 +19,8 @@ class StatusSource(Protocol):
 
     def metrics_text(self) -> str: ...
 
+    def daemon_status(self) -> dict[str, Any]: ...
+
 
 def make_app(source: StatusSource) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
@@ -33,6 +35,13 @@ def make_app(source: StatusSource) -> web.Application:
             text=json.dumps(report, indent=2) + "\n", content_type="application/json"
         )
 
+    async def daemon(_: web.Request) -> web.Response:
+        # The daemon's own health (delivery, spool); /status stays the report itself.
+        return web.Response(
+            text=json.dumps(source.daemon_status(), indent=2) + "\n",
+            content_type="application/json",
+        )
+
     async def metrics(_: web.Request) -> web.Response:
         resp = web.Response(text=source.metrics_text())
         resp.headers["Content-Type"] = PROMETHEUS_TEXT
@@ -41,6 +50,7 @@ def make_app(source: StatusSource) -> web.Application:
     app = web.Application(client_max_size=1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
+    app.router.add_get("/status/daemon", daemon)
     app.router.add_get("/metrics", metrics)
     return app
 
