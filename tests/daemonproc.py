@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +113,22 @@ class NotifySocket:
 class DaemonProc:
     """``python -m agent --config CFG run`` with its log in a file."""
 
-    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """``prefix`` runs the daemon under a wrapper that ends in ``exec`` (same pid),
+        e.g. ``unshare --mount -- sh -c '...; exec "$@"' sh``."""
         # The daemon looks up its FQDN: only ever inside a namespace with nothing but lo.
         assert_netns_isolated()
         self.config = config
         self.log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(config), "run"],
+            [*prefix, sys.executable, "-m", "agent", "--config", str(config), "run"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=cli_env(env),

@@ -104,10 +104,10 @@ class Metrics:
     def spool_ok(self) -> None:
         self.spool_error, self.spool_error_kind, self.spool_error_ts = "", "", None
 
-    def spool_failed(self, error: str) -> None:
+    def spool_failed(self, error: str, kind: str | None = None) -> None:
         self.spool_errors += 1
         self.spool_error = error
-        self.spool_error_kind = spool_error_kind(error)
+        self.spool_error_kind = kind or spool_error_kind(error)
         self.spool_error_ts = time.time()
 
     def daemon_status(self) -> dict[str, Any]:

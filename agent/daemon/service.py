@@ -111,13 +111,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
 
         cfg = self.config
-        self._spool = await asyncio.to_thread(
-            Spool,
-            cfg.agent.state_dir / SPOOL_FILE,
-            cfg.collector.spool_max_reports,
-            cfg.collector.spool_max_bytes,
-        )
-        await self._refresh_depth()
+        await self._open_spool()
         await self._start_status(cfg.status.listen)
 
         self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
@@ -233,7 +227,7 @@ class Daemon:
         self.metrics.last_report = data
         self.metrics.last_run_ts = time.time()
         queued = 0
-        if self._sender is not None and self._spool is not None:
+        if self._sender is not None:
             # The spool first: it is what must not lose the report.
             body = json.dumps(data, separators=(",", ":")).encode()
             dropped = await self._spool_reports(data["report_id"], body)
@@ -242,8 +236,8 @@ class Daemon:
                 _log.warning(
                     "spool full: dropped the oldest reports",
                     dropped=dropped,
-                    max_reports=self._spool.max_reports,
-                    max_bytes=self._spool.max_bytes,
+                    max_reports=cfg.collector.spool_max_reports,
+                    max_bytes=cfg.collector.spool_max_bytes,
                 )
             await self._refresh_depth()
             queued = self.metrics.spool_reports
@@ -261,6 +255,30 @@ class Daemon:
         )
         self.notifier.status(_status_line(report.status, counts, queued, self._sender))
 
+    async def _open_spool(self) -> bool:
+        """Open the spool; a state_dir that cannot be written (read-only, full) is reported
+        and the daemon runs on, trying again at the next run."""
+        cfg = self.config
+        try:
+            self._spool = await asyncio.to_thread(
+                Spool,
+                cfg.agent.state_dir / SPOOL_FILE,
+                cfg.collector.spool_max_reports,
+                cfg.collector.spool_max_bytes,
+            )
+        except (sqlite3.Error, OSError) as e:
+            self.metrics.spool_failed(str(e), fs_problem(cfg.agent.state_dir))
+            _log.error(
+                "cannot open the spool; checks go on, reports are kept in memory",
+                path=str(cfg.agent.state_dir / SPOOL_FILE),
+                error=str(e),
+            )
+            return False
+        await self._refresh_depth()
+        if self._sender is not None:
+            self._wake.set()
+        return True
+
     async def _spool_reports(self, report_id: str, body: bytes) -> int:
         """Spool this report after any an earlier run could not; how many the bounds dropped.
 
@@ -269,15 +287,15 @@ class Daemon:
         the next run that can: a full disk for a while costs no report unless the daemon
         stops meanwhile.
         """
-        assert self._spool is not None
         self._unspooled.append((report_id, body))
         dropped = 0
-        while self._unspooled:
+        while self._unspooled and (self._spool is not None or await self._open_spool()):
+            assert self._spool is not None
             rid, pending = self._unspooled[0]
             try:
                 dropped += await asyncio.to_thread(self._spool.add, rid, pending)
             except sqlite3.Error as e:
-                self.metrics.spool_failed(str(e))
+                self.metrics.spool_failed(str(e), fs_problem(self.config.agent.state_dir))
                 _log.error(
                     "cannot spool the report; kept in memory and retried at the next run",
                     error=str(e),
@@ -532,7 +550,17 @@ def run(config: Config, config_path: Path | None) -> int:
             file=sys.stderr,
         )
         return EX_CANTCREAT
-    lock = _lock_state_dir(config.agent.state_dir)
+    try:
+        lock: int | None = _lock_state_dir(config.agent.state_dir)
+    except OSError as e:
+        # A read-only state_dir: nothing can be spooled, so two daemons cannot corrupt it,
+        # and checking (and /status, /metrics saying what is wrong) beats exiting.
+        print(
+            f"acme-preflight: [agent] state_dir: cannot create {config.agent.state_dir / LOCK_FILE}"
+            f": {e.strerror}; running without the lock and without a spool until it can",
+            file=sys.stderr,
+        )
+        lock = -1
     if lock is None:
         print(
             f"acme-preflight: another acme-preflight daemon is running with state_dir "
@@ -544,7 +572,22 @@ def run(config: Config, config_path: Path | None) -> int:
         daemon = Daemon(config, token, config_path, explicit_config=config_path is not None)
         return asyncio.run(daemon.serve())
     finally:
-        os.close(lock)
+        if lock >= 0:
+            os.close(lock)
+
+
+def fs_problem(path: Path) -> str | None:
+    """``read_only`` or ``disk_full`` when the filesystem of ``path`` is so (SQLite's own
+    messages, e.g. "unable to open database file", do not say which)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return "read_only"
+    if st.f_bavail == 0:
+        return "disk_full"
+    return None
 
 
 def _lock_state_dir(state_dir: Path) -> int | None:
