@@ -1,13 +1,14 @@
 """Delivery of one spooled report to the collector, and the retry policy around it.
 
-One long-lived aiohttp session; the JSON is gzipped here (aiohttp's own compression
-sends chunked bodies) so every request has a ``Content-Length``. The bearer token
+Keep-alive connections from a small pool (agent/daemon/transport.py); the JSON is
+gzipped here and every request has a ``Content-Length`` (never chunked). The bearer token
 is read from ``[collector] token_file`` or the systemd credential ``collector-token``
 and never appears in a log line, a report or an error message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import gzip
 import os
@@ -17,12 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 from agent import __version__
 from agent.config import CollectorConfig, ConfigError, redact_url
+from agent.daemon.transport import Poster, ProtocolError
 from agent.redact import redact_text
 
 CREDENTIAL_NAME = "collector-token"
@@ -33,6 +32,9 @@ REPORTS_PATH = "/api/v1/reports"
 DEAD_LETTER_STATUSES = frozenset({400, 413, 422})
 AUTH_STATUSES = frozenset({401, 403})
 MAX_ERROR_BODY = 300  # bytes of a collector's error answer quoted in the log
+# Reports in flight at once while a backlog drains (one connection each); a spool with
+# a single report sends it alone.
+DELIVERY_WINDOW = 16
 
 
 class Verdict(enum.Enum):
@@ -155,78 +157,73 @@ def gzip_body(body: bytes) -> bytes:
 class Sender:
     """POSTs report bodies to ``[collector] url`` over one long-lived session."""
 
-    def __init__(self, cfg: CollectorConfig, token: str | None, secrets: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        cfg: CollectorConfig,
+        token: str | None,
+        secrets: tuple[str, ...] = (),
+        connections: int = DELIVERY_WINDOW,
+    ):
         if not cfg.url:
             raise ValueError("Sender needs [collector] url")
         self.cfg = cfg
         self.url = reports_url(cfg.url)
+        self.connections = connections
         self._token = token
         self._secrets = tuple(s for s in (*secrets, token) if s)
         self._ssl = ssl_context(cfg)
-        self._session: aiohttp.ClientSession | None = None
+        self._poster: Poster | None = None
+        headers = {
+            "User-Agent": f"acme-preflight/{__version__}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._headers = headers
 
     @property
     def display_url(self) -> str:
         return redact_url(self.url)
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True, limit=2)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-                # A service has no business with the environment's proxy variables.
-                trust_env=False,
-                headers={"User-Agent": f"acme-preflight/{__version__}"},
-            )
-        return self._session
+    def _poster_now(self) -> Poster:
+        # Made on first use, inside the event loop that sends. A service has no business
+        # with the environment's proxy variables: the poster never uses a proxy.
+        if self._poster is None:
+            self._poster = Poster(self.url, self._ssl, self.connections)
+        return self._poster
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._poster is not None:
+            await self._poster.close()
+            self._poster = None
 
     async def send(self, body: bytes, now: float) -> SendResult:
         """One attempt; never raises except on cancellation."""
-        headers = {
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-        }
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
         data = gzip_body(body)
         try:
-            async with self._session_now().post(
-                self.url, data=data, headers=headers, allow_redirects=False
-            ) as resp:
-                verdict = classify(resp.status)
-                if verdict is Verdict.DELIVERED:
-                    return SendResult(verdict, resp.status)
-                snippet = await _read_snippet(resp)
-                error = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
-                if snippet:
-                    error += f": {snippet}"
-                return SendResult(
-                    verdict,
-                    resp.status,
-                    self._clean(error),
-                    parse_retry_after(resp.headers.get("Retry-After"), now),
-                )
+            async with asyncio.timeout(self.cfg.timeout):
+                answer = await self._poster_now().post(data, self._headers, MAX_ERROR_BODY)
         except TimeoutError:
             return SendResult(Verdict.RETRY, None, f"timed out after {self.cfg.timeout:g}s")
-        except aiohttp.ClientError as e:
-            return SendResult(Verdict.RETRY, None, self._clean(f"{type(e).__name__}: {e}"))
+        except ProtocolError as e:
+            return SendResult(Verdict.RETRY, None, self._clean(f"protocol error: {e}"))
         except (OSError, ValueError) as e:
             return SendResult(Verdict.RETRY, None, self._clean(f"{type(e).__name__}: {e}"))
+        verdict = classify(answer.status)
+        if verdict is Verdict.DELIVERED:
+            return SendResult(verdict, answer.status)
+        text = answer.body.decode("utf-8", "replace")
+        snippet = " ".join(text.split())[:MAX_ERROR_BODY]
+        error = f"HTTP {answer.status} {answer.reason}".rstrip()
+        if snippet:
+            error += f": {snippet}"
+        return SendResult(
+            verdict,
+            answer.status,
+            self._clean(error),
+            parse_retry_after(answer.headers.get("retry-after"), now),
+        )
 
     def _clean(self, text: str) -> str:
         return redact_text(text, self._secrets)
-
-
-async def _read_snippet(resp: Any) -> str:
-    try:
-        raw: bytes = await resp.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return ""
-    text = raw.decode("utf-8", "replace")
-    return " ".join(text.split())[:MAX_ERROR_BODY]

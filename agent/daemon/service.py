@@ -33,8 +33,15 @@ from agent.context import CheckContext
 from agent.daemon import status_server
 from agent.daemon.metrics import Metrics
 from agent.daemon.notify import Notifier
-from agent.daemon.sender import Sender, Verdict, backoff_delay, load_token, retry_delay
-from agent.daemon.spool import SPOOL_FILE, Spool
+from agent.daemon.sender import (
+    Sender,
+    SendResult,
+    Verdict,
+    backoff_delay,
+    load_token,
+    retry_delay,
+)
+from agent.daemon.spool import SPOOL_FILE, Spool, Spooled
 from agent.daemon.state import write_last
 from agent.model import Status
 from agent.redact import redact_obj
@@ -50,6 +57,11 @@ JOB_ID = "checks"
 STOP_GRACE_MAX = 30.0
 # Reports held in memory while the spool cannot be written; beyond this the oldest go.
 UNSPOOLED_MAX = 100
+# Reports read from the spool at once, and deleted in one transaction once accepted.
+DRAIN_BATCH = 256
+DRAIN_BATCH_BYTES = 4 * 1024 * 1024
+# A batch at least this long is sent with the sender's window in flight at once.
+CONCURRENT_BACKLOG = 64
 
 _log = log.get("acme_preflight.daemon")
 
@@ -331,7 +343,16 @@ class Daemon:
                 await self._pause(backoff_delay(self._failures))
 
     async def _drain(self) -> None:
-        """Send the spool oldest first until it is empty, backing off after a failure."""
+        """Send the spool oldest first until it is empty, backing off after a failure.
+
+        Reports are read (and deleted once accepted) a batch at a time. A batch shorter
+        than CONCURRENT_BACKLOG goes one report at a time. In a longer one the oldest
+        report goes alone first (it carries ``dropped_reports``, and a collector that is
+        down costs one attempt, not a window of them), then up to the sender's window are
+        in flight at once, and the newest report in the spool goes alone last, after every
+        older one was accepted, so the collector's latest report for this host is the
+        newest one.
+        """
         while self._spool is not None:
             current = self._sender
             if current is not self._current:  # replaced by a reload
@@ -340,46 +361,70 @@ class Daemon:
                 self._current, self._failures = current, 0
             if current is None:
                 break
-            item = await asyncio.to_thread(self._spool.oldest)
-            if item is None:
+            batch = await asyncio.to_thread(
+                self._spool.oldest_batch, DRAIN_BATCH, DRAIN_BATCH_BYTES
+            )
+            if not batch:
                 break
             dropped = await asyncio.to_thread(self._spool.dropped_since_delivery)
-            try:
-                body = _with_dropped(item.body, dropped)
-            except ValueError as e:
-                await asyncio.to_thread(self._spool.dead_letter, item.seq, 0, str(e))
+            results = await _send_batch(current, batch, dropped, tail=len(batch) < DRAIN_BATCH)
+            retry = await self._settle(current, batch, results, dropped)
+            await self._refresh_depth()
+            if retry is not None:
+                item, result = retry
+                self._failures += 1
+                delay = retry_delay(result, self._failures)
+                log_ = _log.bind(report_id=item.report_id, collector=current.display_url)
+                _log_failure(log_, result, delay, self._failures)
+                await self._pause(delay)
+
+    async def _settle(
+        self,
+        sender: Sender,
+        batch: list[Spooled],
+        results: dict[int, SendResult | str],
+        dropped: int,
+    ) -> tuple[Spooled, SendResult] | None:
+        """Record what the collector said about each report; the first retryable failure."""
+        assert self._spool is not None
+        accepted: list[int] = []
+        carried = 0
+        retry: tuple[Spooled, SendResult] | None = None
+        for i, item in enumerate(batch):
+            result = results.get(i)
+            if result is None:
+                continue  # not sent: a failure stopped the batch
+            if isinstance(result, str):
+                await asyncio.to_thread(self._spool.dead_letter, item.seq, 0, result)
                 self.metrics.dead_lettered += 1
-                _log.error("spooled report unreadable: dead-lettered", seq=item.seq)
-                continue
-            result = await current.send(body, time.time())
-            log = _log.bind(report_id=item.report_id, collector=current.display_url)
-            if result.verdict is Verdict.DELIVERED:
-                await asyncio.to_thread(self._spool.delivered, item.seq, dropped)
+                _log.bind(report_id=item.report_id, collector=sender.display_url).error(
+                    "spooled report unreadable: dead-lettered", seq=item.seq
+                )
+            elif result.verdict is Verdict.DELIVERED:
+                accepted.append(item.seq)
+                carried = dropped if i == 0 else carried
                 self.metrics.delivered += 1
                 self.metrics.delivery_ok()
-                self._failures = 0
-                log.info("report delivered", http_status=result.status, dropped_reports=dropped)
             elif result.verdict is Verdict.DEAD:
                 await asyncio.to_thread(
                     self._spool.dead_letter, item.seq, result.status or 0, result.error
                 )
                 self.metrics.dead_lettered += 1
-                log.error(
+                _log.bind(report_id=item.report_id, collector=sender.display_url).error(
                     "collector rejected the report for good: moved to the dead-letter table",
                     http_status=result.status,
                     error=result.error,
                 )
             else:
-                self._failures += 1
                 self.metrics.delivery_failures += 1
                 self.metrics.delivery_failed(result.error, result.status)
                 await asyncio.to_thread(self._spool.failed, item.seq, result.error)
-                delay = retry_delay(result, self._failures)
-                _log_failure(log, result, delay, self._failures)
-                await self._refresh_depth()
-                await self._pause(delay)
-                continue
-            await self._refresh_depth()
+                retry = retry or (item, result)
+        if accepted:
+            await asyncio.to_thread(self._spool.delivered_many, accepted, carried)
+            _log_delivered(sender, batch, accepted, carried)
+            self._failures = 0
+        return retry
 
     async def _pause(self, delay: float) -> None:
         """Sleep for a backoff; a reload (new token, new URL) cuts it short."""
@@ -485,6 +530,52 @@ class Daemon:
         return Sender(config.collector, token, config.secrets())
 
 
+async def _send_batch(
+    sender: Sender, batch: list[Spooled], dropped: int, tail: bool
+) -> dict[int, SendResult | str]:
+    """Send a batch (see ``Daemon._drain``); by index, a result or why the body is unreadable.
+
+    A send never raises; after a retryable failure no further report is started.
+    """
+    results: dict[int, SendResult | str] = {}
+    # A short queue (a collector blip) goes strictly one at a time, oldest first; only a
+    # real backlog is worth reports arriving slightly out of order within the window.
+    width = sender.connections if len(batch) >= CONCURRENT_BACKLOG else 1
+    window = asyncio.Semaphore(max(1, width))
+    failed = False
+
+    async def one(i: int, item: Spooled) -> None:
+        nonlocal failed
+        try:
+            try:
+                body = _with_dropped(item.body, dropped if i == 0 else 0)
+            except ValueError as e:
+                results[i] = str(e)
+                return
+            result = await sender.send(body, time.time())
+            results[i] = result
+            if result.verdict not in (Verdict.DELIVERED, Verdict.DEAD):
+                failed = True
+        finally:
+            window.release()
+
+    middle = range(1, len(batch) - 1 if tail else len(batch))
+    await window.acquire()
+    await one(0, batch[0])
+    if len(batch) > 1 and not failed:
+        async with asyncio.TaskGroup() as group:
+            for i in middle:
+                await window.acquire()
+                if failed:
+                    window.release()
+                    break
+                group.create_task(one(i, batch[i]))
+        if tail and not failed:
+            await window.acquire()
+            await one(len(batch) - 1, batch[-1])
+    return results
+
+
 def _with_dropped(body: bytes, dropped: int) -> bytes:
     """The spooled JSON, carrying how many reports the spool dropped since the last delivery."""
     if not dropped:
@@ -497,6 +588,28 @@ def _with_dropped(body: bytes, dropped: int) -> bytes:
         raise ValueError("spooled body is not a JSON object")
     data["dropped_reports"] = dropped
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _log_delivered(sender: Sender, batch: list[Spooled], accepted: list[int], dropped: int) -> None:
+    # A line per report in steady state; a backlog batch gets one line, not hundreds.
+    done = set(accepted)
+    ids = [item.report_id for item in batch if item.seq in done]
+    if len(ids) == 1:
+        _log.info(
+            "report delivered",
+            report_id=ids[0],
+            collector=sender.display_url,
+            dropped_reports=dropped,
+        )
+    else:
+        _log.info(
+            "reports delivered",
+            count=len(ids),
+            first_report_id=ids[0],
+            last_report_id=ids[-1],
+            collector=sender.display_url,
+            dropped_reports=dropped,
+        )
 
 
 def _log_failure(log_: Any, result: Any, delay: float, failures: int) -> None:

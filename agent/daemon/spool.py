@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,10 +120,34 @@ class Spool:
             ).fetchone()
         return Spooled(int(row[0]), str(row[1]), bytes(row[2]), int(row[3])) if row else None
 
+    def oldest_batch(self, limit: int, max_bytes: int) -> list[Spooled]:
+        """Up to ``limit`` oldest reports, at most ``max_bytes`` of them (at least one)."""
+        with self._lock:
+            sizes = self._db.execute(
+                "SELECT seq, size FROM reports ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            if not sizes:
+                return []
+            last, total = sizes[0][0], 0
+            for seq, size in sizes:
+                total += size
+                if total > max_bytes and seq != sizes[0][0]:
+                    break
+                last = seq
+            rows = self._db.execute(
+                "SELECT seq, report_id, body, attempts FROM reports WHERE seq <= ? ORDER BY seq",
+                (last,),
+            ).fetchall()
+        return [Spooled(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+
     def delivered(self, seq: int, dropped_reported: int) -> None:
         """Delete a report the collector accepted; it carried ``dropped_reported``."""
+        self.delivered_many((seq,), dropped_reported)
+
+    def delivered_many(self, seqs: Sequence[int], dropped_reported: int) -> None:
+        """Delete reports the collector accepted, in one transaction (one fsync)."""
         with self._lock, self._tx():
-            self._db.execute("DELETE FROM reports WHERE seq = ?", (seq,))
+            self._db.executemany("DELETE FROM reports WHERE seq = ?", [(s,) for s in seqs])
             if dropped_reported:
                 self._bump("dropped_since_delivery", -dropped_reported)
 
