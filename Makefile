@@ -18,6 +18,12 @@ install: $(PY)
 test: install
 	unshare --net -- sh -c 'ip link set lo up && exec $(PY) -m pytest $(PYTEST_ARGS)'
 
+# Every benchmark (bench/run_all.py; figures in docs/performance.md), loopback only like the
+# tests. BENCH_ARGS=--quick runs each in its smallest form.
+BENCH_ARGS ?=
+bench: install
+	unshare --net -- sh -c 'ip link set lo up && exec $(PY) bench/run_all.py $(BENCH_ARGS)'
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check agent collector
