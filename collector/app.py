@@ -150,7 +150,7 @@ class Collector:
         while True:
             n = await self.writer.call(lambda conn: store.prune_chunk(conn, cutoff))
             total += n
-            self.metrics.pruned += n
+            self.metrics.add_pruned(n)
             if n == 0:
                 return total
             await asyncio.sleep(0)
@@ -183,80 +183,87 @@ class Collector:
     # ------------------------------------------------------------ ingest
 
     async def post_report(self, request: web.Request) -> web.StreamResponse:
-        m = self.metrics
-        bound: str | None = None
-        if self.tokens is not None:
-            token = from_header(request.headers.get("Authorization"))
-            entry = self.tokens.lookup(token) if token else None
-            if entry is None:
-                m.count("unauthorized")
-                resp = _error(
-                    401,
-                    "missing or unknown bearer token",
-                    {"WWW-Authenticate": 'Bearer realm="acme-preflight-collector"'},
-                )
-                if request.content_length is None or request.content_length > 65536:
-                    resp.force_close()  # don't read a large body we will not use
+        # timed here rather than by _timed(): one coroutine frame less on the hot path
+        t0 = time.perf_counter()
+        try:
+            m = self.metrics
+            bound: str | None = None
+            if self.tokens is not None:
+                token = from_header(request.headers.get("Authorization"))
+                entry = self.tokens.lookup(token) if token else None
+                if entry is None:
+                    m.count("unauthorized")
+                    resp = _error(
+                        401,
+                        "missing or unknown bearer token",
+                        {"WWW-Authenticate": 'Bearer realm="acme-preflight-collector"'},
+                    )
+                    if request.content_length is None or request.content_length > 65536:
+                        resp.force_close()  # don't read a large body we will not use
+                    return resp
+                bound = entry.host_id
+            encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+            limit = self.settings.max_body_bytes
+            try:
+                if encoding not in ("identity", "gzip", "x-gzip"):
+                    raise BadEncoding(f"unsupported Content-Encoding {encoding!r} (use gzip)")
+                body = await read_body(request, limit)
+                if encoding != "identity":
+                    body = gunzip(body, limit)
+            except TooLarge:
+                m.count("too_large")
+                resp = _error(413, f"the report is larger than {limit} bytes", limit=limit)
+                resp.force_close()  # the rest of the body is never read
                 return resp
-            bound = entry.host_id
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        limit = self.settings.max_body_bytes
-        try:
-            if encoding not in ("identity", "gzip", "x-gzip"):
-                raise BadEncoding(f"unsupported Content-Encoding {encoding!r} (use gzip)")
-            body = await read_body(request, limit)
-            if encoding != "identity":
-                body = gunzip(body, limit)
-        except TooLarge:
-            m.count("too_large")
-            resp = _error(413, f"the report is larger than {limit} bytes", limit=limit)
-            resp.force_close()  # the rest of the body is never read
-            return resp
-        except BadEncoding as e:
-            m.count("bad_encoding")
-            return _error(415 if "unsupported" in str(e) else 400, str(e))
-        try:
-            doc = parse_json(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            m.count("invalid_json")
-            return _error(400, f"the body is not valid JSON: {e}")
-        try:
-            validate(doc)
-        except ReportError as e:
-            m.count("invalid_report")
-            return _error(400, f"invalid report: {e}", field=e.field, problem=e.problem)
-        host_id: str = doc["agent"]["host_id"]
-        if bound is not None and bound != host_id:
-            m.count("forbidden")
-            return _error(403, "this token is bound to another host_id", field="agent.host_id")
-        interval = doc.get("interval_s")
-        record = store.Record(
-            doc["report_id"],
-            host_id,
-            doc["status"],
-            float(interval) if interval is not None else None,
-            body,
-        )
-        try:
-            stored = await self.writer.submit(record)
-        except store.StoreError as e:
-            m.count("unavailable")
-            log.error("storing a report failed: %s", e)
-            return _error(503, "the report could not be stored; retry later", {"Retry-After": "5"})
-        rid = record.report_id  # a validated UUID: safe to format into JSON as is
-        if stored:
-            m.count("accepted")
+            except BadEncoding as e:
+                m.count("bad_encoding")
+                return _error(415 if "unsupported" in str(e) else 400, str(e))
+            try:
+                doc = parse_json(body)
+            except (ValueError, UnicodeDecodeError) as e:
+                m.count("invalid_json")
+                return _error(400, f"the body is not valid JSON: {e}")
+            try:
+                validate(doc)
+            except ReportError as e:
+                m.count("invalid_report")
+                return _error(400, f"invalid report: {e}", field=e.field, problem=e.problem)
+            host_id: str = doc["agent"]["host_id"]
+            if bound is not None and bound != host_id:
+                m.count("forbidden")
+                return _error(403, "this token is bound to another host_id", field="agent.host_id")
+            interval = doc.get("interval_s")
+            record = store.Record(
+                doc["report_id"],
+                host_id,
+                doc["status"],
+                float(interval) if interval is not None else None,
+                body,
+            )
+            try:
+                stored = await self.writer.submit(record)
+            except store.StoreError as e:
+                m.count("unavailable")
+                log.error("storing a report failed: %s", e)
+                return _error(
+                    503, "the report could not be stored; retry later", {"Retry-After": "5"}
+                )
+            rid = record.report_id  # a validated UUID: safe to format into JSON as is
+            if stored:
+                m.count("accepted")
+                return web.Response(
+                    status=202,
+                    body=b'{"status":"accepted","report_id":"%s","duplicate":false}' % rid.encode(),
+                    content_type=JSON,
+                )
+            m.count("duplicate")
             return web.Response(
-                status=202,
-                body=b'{"status":"accepted","report_id":"%s","duplicate":false}' % rid.encode(),
+                status=200,
+                body=b'{"status":"duplicate","report_id":"%s","duplicate":true}' % rid.encode(),
                 content_type=JSON,
             )
-        m.count("duplicate")
-        return web.Response(
-            status=200,
-            body=b'{"status":"duplicate","report_id":"%s","duplicate":true}' % rid.encode(),
-            content_type=JSON,
-        )
+        finally:
+            self.metrics.observe_request("ingest", time.perf_counter() - t0)
 
     # ------------------------------------------------------------ reads
 
@@ -433,7 +440,7 @@ class Collector:
         """The aiohttp application; serve it with ``auto_decompress=False`` (see runner())."""
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         t = self._timed
-        app.router.add_post("/api/v1/reports", t("ingest", self.post_report))
+        app.router.add_post("/api/v1/reports", self.post_report)
         app.router.add_get("/api/v1/hosts", t("hosts", self.get_hosts))
         app.router.add_get(
             r"/api/v1/hosts/{host_id:[^/]+}/reports", t("host_reports", self.get_host_reports)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import ssl
 import sys
@@ -74,6 +75,20 @@ def ssl_context(s: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def tune_gc() -> None:
+    """Make the cyclic GC cheap on the ingest path.
+
+    Each report parses into ~150 dicts and lists that die with the request (freed by reference
+    counting), yet their allocation drives generation-0 collections every few requests and a
+    full collection, which walks every object of aiohttp and the modules, every hundred. Freeze
+    what start-up built (it lives as long as the process) and collect generation 0 every
+    20,000 net allocations instead of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, *gc.get_threshold()[1:])
+
+
 async def serve(s: Settings, ctx: ssl.SSLContext | None) -> int:
     from aiohttp import web
 
@@ -91,6 +106,7 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None) -> int:
     except StoreError as e:
         print(f"acme-preflight-collector: database error: {e}", file=sys.stderr)
         return EX_CANTCREAT
+    tune_gc()
     runner = collector.runner()
     await runner.setup()
     host, port = s.host_port

@@ -1,12 +1,24 @@
 """Prometheus text exposition for the collector, without a client library at run time.
 
-Everything here is updated on the event loop thread, so plain ints and floats suffice.
+Every figure lives in a row of float64 slots. One process keeps its row in private memory;
+with ``workers > 1`` the rows of all workers share one anonymous memory map (created before
+the fork), each worker writes only its own row, and ``/metrics`` from any worker sums all
+rows, so a scrape sees the whole collector whichever worker answers it. A slot is only ever
+written by the event loop thread of its worker (8-byte aligned stores: a reader never sees a
+torn value).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+import mmap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    Row = memoryview[float]  # float64 slots
+else:
+    Row = memoryview
 
 PREFIX = "acme_preflight_collector_"
 
@@ -21,6 +33,7 @@ INGEST_OUTCOMES = (
     "invalid_report",
     "unavailable",
 )
+HANDLERS = ("ingest", "hosts", "host_reports", "page", "host_page", "metrics", "healthz")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
@@ -41,15 +54,36 @@ def _num(v: float) -> str:
     return repr(float(v)) if isinstance(v, float) else str(v)
 
 
+def _count(v: float) -> str:
+    return str(int(v))
+
+
 class Histogram:
-    def __init__(self, buckets: Sequence[float]) -> None:
+    """Bucket counts then the sum, in ``len(buckets) + 2`` slots of a row."""
+
+    def __init__(self, buckets: Sequence[float], row: Row, rows: Sequence[Row]):
         self.bounds = tuple(buckets)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
+        self._n = len(self.bounds) + 1
+        self._v = row
+        self._rows = rows
+
+    @staticmethod
+    def size(buckets: Sequence[float]) -> int:
+        return len(buckets) + 2
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
+        v = self._v
+        v[bisect.bisect_left(self.bounds, value)] += 1
+        v[self._n] += value
+
+    @property
+    def counts(self) -> list[int]:
+        """Per-bucket counts summed over every worker."""
+        return [int(sum(r[i] for r in self._rows)) for i in range(self._n)]
+
+    @property
+    def sum(self) -> float:
+        return sum(r[self._n] for r in self._rows)
 
     def lines(self, name: str, labels: Mapping[str, str]) -> Iterable[str]:
         cumulative = 0
@@ -61,22 +95,75 @@ class Histogram:
         yield f"{name}_count{_labels(labels)} {cumulative}"
 
 
+class _Counters(Mapping[str, int]):
+    """Named counters in consecutive slots; reading one sums every worker's row."""
+
+    def __init__(self, names: Sequence[str], rows: Sequence[Row]) -> None:
+        self._index = {name: i for i, name in enumerate(names)}
+        self._rows = rows
+
+    def __getitem__(self, name: str) -> int:
+        i = self._index[name]
+        return int(sum(r[i] for r in self._rows))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+_INGEST = 0
+_PRUNED = _INGEST + len(INGEST_OUTCOMES)
+_BATCH = _PRUNED + 1
+_COMMIT = _BATCH + Histogram.size(BATCH_BUCKETS)
+_LATENCY = _COMMIT + Histogram.size(LATENCY_BUCKETS)
+ROW_SLOTS = _LATENCY + len(HANDLERS) * Histogram.size(LATENCY_BUCKETS)
+
+
+def shared_rows(workers: int) -> list[Row]:
+    """``workers`` zeroed rows in one anonymous shared map: create before forking."""
+    size = ROW_SLOTS * 8
+    buf = mmap.mmap(-1, size * workers)  # MAP_SHARED | MAP_ANONYMOUS: children share it
+    view = memoryview(buf).cast("d")
+    return [view[i * ROW_SLOTS : (i + 1) * ROW_SLOTS] for i in range(workers)]
+
+
 class Metrics:
-    def __init__(self) -> None:
-        self.ingest = dict.fromkeys(INGEST_OUTCOMES, 0)
-        self.latency: dict[str, Histogram] = {}
-        self.batch_size = Histogram(BATCH_BUCKETS)
-        self.commit_seconds = Histogram(LATENCY_BUCKETS)
-        self.pruned = 0
+    """One worker's metrics; ``rows`` are every worker's (default: one private row)."""
+
+    def __init__(self, rows: Sequence[Row] | None = None, index: int = 0) -> None:
+        if rows is None:
+            rows = [memoryview(bytearray(ROW_SLOTS * 8)).cast("d")]
+        self._rows = list(rows)
+        row = self._v = self._rows[index]
+
+        def part(start: int, size: int) -> tuple[Row, list[Row]]:
+            return row[start : start + size], [r[start : start + size] for r in self._rows]
+
+        self.ingest = _Counters(INGEST_OUTCOMES, self._rows)
+        self._outcome = {name: _INGEST + i for i, name in enumerate(INGEST_OUTCOMES)}
+        size = Histogram.size(BATCH_BUCKETS)
+        self.batch_size = Histogram(BATCH_BUCKETS, *part(_BATCH, size))
+        size = Histogram.size(LATENCY_BUCKETS)
+        self.commit_seconds = Histogram(LATENCY_BUCKETS, *part(_COMMIT, size))
+        self.latency = {
+            name: Histogram(LATENCY_BUCKETS, *part(_LATENCY + i * size, size))
+            for i, name in enumerate(HANDLERS)
+        }
 
     def count(self, outcome: str) -> None:
-        self.ingest[outcome] += 1
+        self._v[self._outcome[outcome]] += 1
+
+    @property
+    def pruned(self) -> int:
+        return int(sum(r[_PRUNED] for r in self._rows))
+
+    def add_pruned(self, n: int) -> None:
+        self._v[_PRUNED] += n
 
     def observe_request(self, handler: str, seconds: float) -> None:
-        h = self.latency.get(handler)
-        if h is None:
-            h = self.latency[handler] = Histogram(LATENCY_BUCKETS)
-        h.observe(seconds)
+        self.latency[handler].observe(seconds)
 
     def render(self, hosts_by_status: Mapping[str, int], stale: int) -> str:
         p = PREFIX
@@ -99,7 +186,8 @@ class Metrics:
             f"# TYPE {p}request_duration_seconds histogram",
         ]
         for handler, h in sorted(self.latency.items()):
-            out += h.lines(f"{p}request_duration_seconds", {"handler": handler})
+            if sum(h.counts):  # only handlers that have served a request
+                out += h.lines(f"{p}request_duration_seconds", {"handler": handler})
         out += [
             f"# HELP {p}commit_batch_reports Reports committed per database transaction.",
             f"# TYPE {p}commit_batch_reports histogram",

@@ -56,10 +56,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every report: json.loads(..., parse_constant=...) builds a new decoder and
+# scanner on each call.
+_DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON (no NaN/Infinity); raises ValueError."""
     try:
-        doc = json.loads(body, parse_constant=_reject_constant)
+        # as json.loads does for bytes: UTF-8, or UTF-16/32 recognised by their zero bytes
+        doc = _DECODE(body.decode(json.detect_encoding(body), "surrogatepass"))
     except RecursionError:
         # '[[[[...' a few thousand deep: json's C scanner gives up with RecursionError,
         # which is not a ValueError and would have been a 500.
