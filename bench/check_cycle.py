@@ -37,6 +37,7 @@ TARGET_OVERHEAD_MS = 15.0
 
 
 async def measure(cfg_path: Path, cycles: int, warmup: int) -> dict[str, Any]:
+    from agent import log
     from agent.config import load
     from agent.context import CheckContext
     from agent.daemon.service import Daemon
@@ -45,6 +46,7 @@ async def measure(cfg_path: Path, cycles: int, warmup: int) -> dict[str, Any]:
     from agent.report import build_report, identity, utc_now
     from agent.runner import run_checks
 
+    log.configure("warning")  # the daemon's "check run finished" lines are not the point here
     config = load(cfg_path)
     rows: dict[str, list[float]] = {"checks": [], "slowest": [], "report": [], "daemon": []}
     per_check: dict[str, list[float]] = {}
