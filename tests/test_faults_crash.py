@@ -25,7 +25,7 @@ import pytest
 from tests.collectorutil import TOKEN, TOKENS_TEXT, ServerProcess, server_process
 from tests.daemonproc import DaemonProc, base_config, free_port, write_config
 
-CYCLES_CI = 14
+CYCLES_CI = 10
 CYCLES_SLOW = 200
 SPOOL_MAX = 2  # small, so a collector that stays down for a while makes the spool drop
 

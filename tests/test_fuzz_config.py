@@ -43,7 +43,7 @@ from agent.report import build_report, host_id
 from collector.validate import validate
 from tests.clirun import assert_valid_report
 
-FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
 
 # Characters and words that matter to the parsers, plus anything at all.
