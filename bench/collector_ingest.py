@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,17 +35,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdefghij"
 
+# argv: port, processes (as many as the collector's workers, each with its own SO_REUSEPORT
+# socket, so the ratio compares equal numbers of processes)
 BARE_SERVER = r"""
-import sys
+import os, sys
 from aiohttp import web
 
 async def ingest(request):
     await request.read()
     return web.Response(status=202)
 
+for _ in range(int(sys.argv[2]) - 1):
+    if os.fork() == 0:
+        break
 app = web.Application()
 app.router.add_post("/api/v1/reports", ingest)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+web.run_app(
+    app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, reuse_port=True
+)
 """
 
 # The wrk script: each thread reads the pre-rendered reports (one "prefix TAB suffix" line per
@@ -509,12 +517,15 @@ def run_loadgen(
 
 def bench_bare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER, str(port), str(args.workers)], start_new_session=True
+    )
     try:
         wait_port(port, proc)
+        time.sleep(0.5)  # the other processes bind their sockets
         return run_loadgen(port, args, proc, tmp)
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
 
 
@@ -567,7 +578,9 @@ def main() -> None:
     p.add_argument("--hosts", type=int, default=2000)
     p.add_argument("--gzip", action="store_true", help="gzip each body (aiohttp/raw clients)")
     p.add_argument("--synchronous", choices=("full", "normal"), default="full")
-    p.add_argument("--workers", type=int, default=1, help="collector worker processes")
+    p.add_argument(
+        "--workers", type=int, default=1, help="collector worker processes (and bare processes)"
+    )
     p.add_argument("--only", choices=("bare", "collector"))
     p.add_argument(
         "--client",

@@ -90,12 +90,16 @@ class Collector:
         tokens: Tokens | None,
         read_tokens: Tokens | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        worker: int = 0,
     ) -> None:
+        """``worker``: this process's index when ``settings.workers > 1`` (worker 0 prunes)."""
         self.settings = settings
         self.tokens = tokens
         self.read_tokens = read_tokens
         self.clock = clock
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
+        self.worker = worker
         self._writer: store.Writer | None = None
         self._reader: store.Reader | None = None
         self._prune_task: asyncio.Task[None] | None = None
@@ -108,10 +112,13 @@ class Collector:
         conn = await loop.run_in_executor(
             None, store.open_db, self.settings.db, self.settings.synchronous
         )
-        self._writer = store.Writer(conn, loop, self._on_batch, clock=self.clock)
+        db = self.settings.db
+        lock = db.with_name(db.name + ".lock") if self.settings.workers > 1 else None
+        self._writer = store.Writer(conn, loop, self._on_batch, clock=self.clock, lock_path=lock)
         self._writer.start()
-        self._reader = store.Reader(self.settings.db)
-        self._prune_task = asyncio.create_task(self._prune_loop())
+        self._reader = store.Reader(db)
+        if self.worker == 0:  # one worker prunes for all
+            self._prune_task = asyncio.create_task(self._prune_loop())
 
     async def stop(self) -> None:
         if self._prune_task is not None:

@@ -10,11 +10,13 @@ import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.config import EX_CONFIG, ConfigError
-from collector import config, tokens
+from collector import config, tokens, workers
 from collector.config import Settings
+from collector.workers import Worker
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -40,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--client-ca", type=Path, metavar="PATH", help="require client certificates from this CA"
     )
+    serve.add_argument("--workers", type=int, metavar="N", help="HTTP worker processes (default 1)")
     return p
 
 
@@ -53,6 +56,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cert=args.tls_cert,
         key=args.tls_key,
         client_ca=args.client_ca,
+        workers=args.workers,
     )
     return config.check(s)
 
@@ -89,18 +93,32 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
 
 
-async def serve(s: Settings, ctx: ssl.SSLContext | None) -> int:
+def listening_line(bound: tuple[Any, ...], tls: bool) -> str:
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+    # tests and scripts read this line to find a port chosen with :0
+    return (
+        f"acme-preflight-collector: listening on {'https' if tls else 'http'}://{shown}:{bound[1]}"
+    )
+
+
+async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None = None) -> int:
+    """Run one collector process: the only one, or ``worker`` of several (see workers.py)."""
     from aiohttp import web
 
     from agent.log import configure, get
     from collector.app import Collector
+    from collector.metrics import Metrics
     from collector.store import StoreError
 
     configure(s.log_level, stream=sys.stderr)
     log = get("acme_preflight.collector")
     toks = tokens.load(s.tokens_file) if s.tokens_file else None
     read_toks = tokens.load(s.read_tokens_file, "read_tokens_file") if s.read_tokens_file else None
-    collector = Collector(s, toks, read_toks)
+    if worker is None:
+        collector = Collector(s, toks, read_toks)
+    else:
+        metrics = Metrics(worker.metrics_rows, worker.index)
+        collector = Collector(s, toks, read_toks, metrics=metrics, worker=worker.index)
     try:
         await collector.start()
     except StoreError as e:
@@ -110,20 +128,31 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None) -> int:
     runner = collector.runner()
     await runner.setup()
     host, port = s.host_port
-    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024)
+    sites: list[web.BaseSite]
+    if worker is None:
+        sites = [web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024)]
+    else:  # sockets bound and listening in the supervisor, one set per worker
+        sites = [web.SockSite(runner, sock, ssl_context=ctx) for sock in worker.sockets]
     try:
-        await site.start()
+        for site in sites:
+            await site.start()
     except OSError as e:
         print(f"acme-preflight-collector: cannot listen on {s.listen}: {e}", file=sys.stderr)
         await runner.cleanup()
         await collector.stop()
         return EX_UNAVAILABLE
     bound = runner.addresses[0]
-    scheme = "https" if ctx else "http"
-    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
-    # tests and scripts read this line to find a port chosen with :0
-    print(f"acme-preflight-collector: listening on {scheme}://{shown}:{bound[1]}", flush=True)
-    log.info("collector started", listen=f"{shown}:{bound[1]}", db=str(s.db), tls=bool(ctx))
+    if worker is None:
+        print(listening_line(bound, bool(ctx)), flush=True)
+    else:
+        worker.ready()  # the supervisor prints the line once every worker serves
+    log.info(
+        "collector started",
+        listen=listening_line(bound, bool(ctx)).rpartition("//")[2],
+        db=str(s.db),
+        tls=bool(ctx),
+        worker=collector.worker,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"acme-preflight-collector: config error: {e}", file=sys.stderr)
         return EX_CONFIG
+    if s.workers > 1:
+        return workers.supervise(s, ctx, lambda w: asyncio.run(serve(s, ctx, w)), listening_line)
     return asyncio.run(serve(s, ctx))
 
 

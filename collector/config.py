@@ -52,6 +52,8 @@ class Settings:
     # 0: the shortest reporting interval among the shown hosts (10 s .. 300 s).
     page_refresh_s: float = 0.0
     log_level: str = "info"
+    # HTTP worker processes sharing the listening port (SO_REUSEPORT) and the database.
+    workers: int = 1
     tls: TlsSettings = field(default_factory=TlsSettings)
     source: Path | None = None
 
@@ -140,6 +142,7 @@ _TOP: dict[str, Callable[[object], Any]] = {
     "synchronous": _choice("full", "normal"),
     "page_refresh_s": _positive(0, 86400),
     "log_level": _choice("debug", "info", "warning", "error"),
+    "workers": _int(1, 64),
 }
 _TLS: dict[str, Callable[[object], Any]] = {"cert": _path, "key": _path, "client_ca": _path}
 
@@ -215,6 +218,11 @@ def with_flags(s: Settings, **flags: Any) -> Settings:
     """Command-line flags override the file; ``None`` means not given."""
     top = {k: v for k, v in flags.items() if v is not None and k in _TOP}
     tls = {k: v for k, v in flags.items() if v is not None and k in _TLS}
+    if "workers" in top:
+        try:
+            top["workers"] = _int(1, 64)(top["workers"])
+        except ValueError as e:
+            raise ConfigError("--workers", str(e)) from None
     if "listen" in top:
         try:
             top["listen"] = parse_listen(top["listen"])

@@ -6,16 +6,24 @@ await a future; the thread takes everything queued, inserts it in one transactio
 of the group with a single hop back to the event loop. So a 202 always follows a commit, and
 the cost of a commit is shared by all the requests that arrived while the previous one ran.
 Reads use their own connections in a small thread pool (WAL lets them run beside the writer).
+
+With several worker processes (``workers > 1``) each has its own writer; they take turns on an
+exclusive ``flock`` of ``<db>.lock`` around every transaction. SQLite's own locking would keep
+them correct too, but a writer that finds the database locked sleeps in its busy handler
+(1, 2, 5, 10 ms ...) instead of waking when the lock is free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +56,17 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# ON CONFLICT: the unique report_id is what makes ingest idempotent, also across workers
+# (the repeat check before it runs inside the same write transaction).
 _INSERT = (
     "INSERT INTO reports(report_id, host_id, received_at, status, body) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT(report_id) DO NOTHING"
 )
+_IN_CHUNK = 500  # report_ids per IN (...) query, well under SQLite's 32766 variables
+# A host's latest report by report_id: executemany() gives no row ids back.
 _UPSERT_HOST = (
-    "INSERT INTO hosts(host_id, latest_id, last_seen, status, interval_s) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO hosts(host_id, latest_id, last_seen, status, interval_s) "
+    "VALUES (?1, (SELECT id FROM reports WHERE report_id = ?2), ?3, ?4, ?5) "
     "ON CONFLICT(host_id) DO UPDATE SET latest_id = excluded.latest_id, "
     "last_seen = excluded.last_seen, status = excluded.status, interval_s = excluded.interval_s"
 )
@@ -174,8 +187,11 @@ class Writer:
         on_batch: Callable[[BatchStats], None] | None = None,
         max_batch: int = 4096,
         clock: Callable[[], float] = time.time,
+        lock_path: Path | None = None,
     ) -> None:
         self._conn = conn
+        self._lock_path = lock_path
+        self._lock_fd: int | None = None
         self._clock = clock
         self._loop = loop
         self._on_batch = on_batch
@@ -227,8 +243,24 @@ class Writer:
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn to write, when other workers share the database."""
+        if self._lock_fd is None:
+            yield
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # blocks without the GIL
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
     def _run(self) -> None:
         try:
+            if self._lock_path is not None:
+                self._lock_fd = os.open(
+                    self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
             while True:
                 item = self._queue.get()
                 if item is None:
@@ -239,35 +271,60 @@ class Writer:
                     self._call(*item)
         finally:
             self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
 
     def _commit(self, jobs: Sequence[_Job]) -> None:
-        conn = self._conn
         t0 = time.perf_counter()
-        now = self._clock()
         results: list[bool] = []
-        latest: dict[str, tuple[str, int, float, str, float | None]] = {}
         error: BaseException | None = None
         try:
-            conn.execute("BEGIN")
-            execute = conn.cursor().execute
-            for rec, _ in jobs:
-                cur = execute(_INSERT, (rec.report_id, rec.host_id, now, rec.status, rec.body))
-                if cur.rowcount == 1:
-                    results.append(True)
-                    rowid = cur.lastrowid
-                    assert rowid is not None
-                    latest[rec.host_id] = (rec.host_id, rowid, now, rec.status, rec.interval_s)
-                else:
-                    results.append(False)
-            if latest:
-                conn.executemany(_UPSERT_HOST, latest.values())
-            conn.execute("COMMIT")
+            with self._turn():
+                self._insert(jobs, results)
         except BaseException as e:
             error = e
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
         stats = BatchStats(len(jobs), time.perf_counter() - t0)
         self._loop.call_soon_threadsafe(self._resolve, jobs, results, error, stats)
+
+    def _insert(
+        self,
+        jobs: Sequence[_Job],
+        results: list[bool],
+    ) -> None:
+        """Insert and commit one group; ``results`` gets True (stored) or False (repeat)."""
+        conn = self._conn
+        now = self._clock()  # taken in our turn: received_at follows commit order
+        latest: dict[str, tuple[str, str, float, str, float | None]] = {}
+        try:
+            # IMMEDIATE: take the write lock now; a deferred transaction that must upgrade
+            # can fail with SQLITE_BUSY at once, without waiting in the busy handler
+            conn.execute("BEGIN IMMEDIATE")
+            # Repeats first, in one query (usually none), so that the inserts can go in one
+            # executemany: per-row execute() calls cost the writer the GIL once per report.
+            ids = [rec.report_id for rec, _ in jobs]
+            seen: set[str] = set()
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT report_id FROM reports WHERE report_id IN ({marks})"  # noqa: S608
+                seen.update(row[0] for row in conn.execute(sql, chunk))
+            rows: list[tuple[str, str, float, str, bytes]] = []
+            for rec, _ in jobs:
+                if rec.report_id in seen:  # stored before, or earlier in this group
+                    results.append(False)
+                    continue
+                seen.add(rec.report_id)
+                results.append(True)
+                rows.append((rec.report_id, rec.host_id, now, rec.status, rec.body))
+                latest[rec.host_id] = (rec.host_id, rec.report_id, now, rec.status, rec.interval_s)
+            if rows:
+                conn.executemany(_INSERT, rows)
+                conn.executemany(_UPSERT_HOST, latest.values())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _resolve(
         self,
@@ -291,10 +348,13 @@ class Writer:
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any], fut: asyncio.Future[Any]) -> None:
         try:
-            result = fn(self._conn)
+            with self._turn():
+                try:
+                    result = fn(self._conn)
+                finally:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
         except BaseException as e:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
             self._loop.call_soon_threadsafe(_set_exception, fut, e)
         else:
             self._loop.call_soon_threadsafe(_set_result, fut, result)
@@ -312,7 +372,7 @@ def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
 
 def prune_chunk(conn: sqlite3.Connection, cutoff: float, limit: int = 500) -> int:
     """Delete up to ``limit`` reports received before ``cutoff``, never a host's latest."""
-    conn.execute("BEGIN")
+    conn.execute("BEGIN IMMEDIATE")
     n = conn.execute(_PRUNE, (cutoff, limit)).rowcount
     conn.execute("COMMIT")
     return int(n)
