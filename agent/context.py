@@ -7,6 +7,9 @@ from pathlib import Path
 
 from agent.config import Config
 
+# Share of [agent] timeout a check spends on I/O (see CheckContext.budget).
+BUDGET_SHARE = 0.85
+
 
 @dataclass(frozen=True)
 class SystemPaths:
@@ -34,3 +37,12 @@ class CheckContext:
     @property
     def timeout(self) -> float:
         return self.config.agent.timeout
+
+    @property
+    def budget(self) -> float:
+        """Seconds a check may spend waiting on the network.
+
+        The rest of the timeout covers closing what is still open and assembling the
+        result, so a hung target shows as that target's timeout, not ``check_timeout``.
+        """
+        return self.config.agent.timeout * BUDGET_SHARE

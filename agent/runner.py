@@ -11,9 +11,16 @@ from agent.context import CheckContext
 from agent.model import CheckResult, Outcome, Status
 from agent.redact import redact_obj, redact_text
 
-# Grace beyond the per-check timeout before the runner cancels a check: a check that
-# splits its budget gets to report what it found instead of being cut off.
-TIMEOUT_GRACE = 0.05
+# Grace beyond the per-check timeout before the runner cancels a check, as a share of the
+# timeout (at least 50 ms, at most 1 s): a check that stops at its budget gets to report
+# what it found even on a loaded host, and nothing runs longer than timeout + 10%.
+TIMEOUT_GRACE_SHARE = 0.1
+
+
+def timeout_grace(timeout: float) -> float:
+    return min(max(timeout * TIMEOUT_GRACE_SHARE, 0.05), 1.0)
+
+
 # How long a timed-out check gets to unwind after cancellation before it is abandoned.
 CANCEL_GRACE = 0.2
 
@@ -37,7 +44,7 @@ async def run_check(name: str, fn: checks.CheckFn, ctx: CheckContext) -> CheckRe
         # A task rather than wait_for: a check that swallows its cancellation is
         # abandoned after CANCEL_GRACE instead of holding the whole run hostage.
         task = asyncio.ensure_future(fn(ctx))
-        done, _ = await asyncio.wait({task}, timeout=timeout + TIMEOUT_GRACE)
+        done, _ = await asyncio.wait({task}, timeout=timeout + timeout_grace(timeout))
         if not done:
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_GRACE)

@@ -127,7 +127,7 @@ async def test_a_hanging_check_times_out(fakes: dict[str, Fake]) -> None:
     assert (hung.status, hung.reason) == (Status.ERROR, "check_timeout")
     assert hung.summary == "hang did not finish within its 0.3s timeout"
     assert hung.details == {"timeout_s": timeout}
-    assert timeout <= wall < timeout + runner.TIMEOUT_GRACE + 0.4
+    assert timeout <= wall < timeout + runner.timeout_grace(timeout) + 0.4
     assert results["fine"].status is Status.PASS
 
 
@@ -145,7 +145,7 @@ async def test_a_check_swallowing_its_cancellation_is_abandoned(fakes: dict[str,
     [result] = await runner.run_checks(ctx_for(["stubborn"], timeout=timeout))
     wall = time.perf_counter() - started
     assert result.reason == "check_timeout"
-    assert wall < timeout + runner.TIMEOUT_GRACE + runner.CANCEL_GRACE + 0.5
+    assert wall < timeout + runner.timeout_grace(timeout) + runner.CANCEL_GRACE + 0.5
 
 
 async def test_a_timeout_error_inside_a_check_is_a_crash_not_a_timeout(

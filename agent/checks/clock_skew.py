@@ -16,7 +16,7 @@ from typing import Any
 from agent.checks.outbound_https import directory_target
 from agent.context import CheckContext
 from agent.model import Outcome, Status
-from agent.net.diagnosis import budget, reason_of
+from agent.net.diagnosis import reason_of
 from agent.net.dns import nameservers_for
 from agent.net.probe import probe_https
 from agent.net.proxy import select_proxy
@@ -52,7 +52,7 @@ async def run(ctx: CheckContext) -> Outcome:
         port,
         nameservers=nameservers_for(cfg.dns.nameservers, ctx.paths.resolv_conf),
         proxy=proxy,
-        budget=budget(ctx.timeout),
+        budget=ctx.budget,
         path=path,
     )
     http = probe.http

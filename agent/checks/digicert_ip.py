@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.context import CheckContext
 from agent.model import Outcome, Status
-from agent.net.diagnosis import budget, tcp_remediation
+from agent.net.diagnosis import tcp_remediation
 from agent.net.dns import DnsResult, nameservers_for, resolve_host
 from agent.net.proxy import select_proxy
 from agent.net.tcp import format_addr, tcp_connect
@@ -25,7 +25,7 @@ async def run(ctx: CheckContext) -> Outcome:
     cfg = ctx.config
     ip, port = cfg.targets.ip, cfg.targets.port
     rdtype = "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
-    seconds = budget(ctx.timeout)
+    seconds = ctx.budget
     nameservers = nameservers_for(cfg.dns.nameservers, ctx.paths.resolv_conf)
 
     async def connect() -> Any:

@@ -24,8 +24,6 @@ from agent.fqdn.resolve import TIMEOUT, ViewAnswer, dns_nameservers, dns_view, s
 from agent.model import Outcome, Status
 from agent.net.dns import Nameservers
 
-# Share of the check's timeout the lookups may use; the rest is for the report.
-BUDGET_SHARE = 0.9
 # Names looked up at once (each system lookup is a thread, each DNS lookup two sockets).
 CONCURRENCY = 32
 # Names listed in a summary before "and N more".
@@ -258,7 +256,7 @@ async def _look_up(
 
 async def run(ctx: CheckContext) -> Outcome:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + ctx.timeout * BUDGET_SHARE
+    deadline = loop.time() + ctx.budget
     cfg = ctx.config.fqdn
     if cfg.discover:
         discovery = await asyncio.to_thread(discover, cfg.nginx_conf, cfg.apache_roots)

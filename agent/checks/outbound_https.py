@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from agent.context import CheckContext
 from agent.model import Outcome, Status
-from agent.net.diagnosis import budget, family_name, is_digicert_issuer, reason_of, remediation
+from agent.net.diagnosis import family_name, is_digicert_issuer, reason_of, remediation
 from agent.net.dns import nameservers_for
 from agent.net.probe import HttpsProbe, probe_https
 from agent.net.proxy import select_proxy
@@ -144,7 +144,7 @@ async def run(ctx: CheckContext) -> Outcome:
     tls_context = verifying_context()
     plan = targets(ctx)
     choices = [select_proxy(cfg.proxy.url, host, port) for host, port, _ in plan]
-    seconds = budget(ctx.timeout)
+    seconds = ctx.budget
     probes = await asyncio.gather(
         *(
             probe_https(

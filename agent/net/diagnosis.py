@@ -10,16 +10,8 @@ from __future__ import annotations
 from agent.net.probe import HttpsProbe
 from agent.net.tls import CertInfo
 
-# Share of the check's timeout spent on the network: the rest covers closing what is
-# still open and assembling the result, so a hung target never turns into check_timeout.
-BUDGET_SHARE = 0.9
-
 PHASE_PREFIX = {"dns": "dns", "connect": "tcp", "proxy": "proxy", "tls": "tls", "http": "http"}
 _HTTP_WORDS = {"timeout": "timeout", "protocol": "error"}
-
-
-def budget(timeout: float) -> float:
-    return timeout * BUDGET_SHARE
 
 
 def reason_of(probe: HttpsProbe) -> str:
