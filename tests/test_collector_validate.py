@@ -243,6 +243,14 @@ def test_the_test_report_is_valid() -> None:
         (("checks", 3, "duration_ms"), True, "checks[3].duration_ms"),
         (("checks", 0, "details"), [], "checks[0].details"),
         (("checks", 0, "reason"), "Bad Reason", "checks[0].reason"),
+        # each way out of the validator's fast path for checks
+        (("checks", 2, "name"), "", "checks[2].name"),
+        (("checks", 2, "status"), "ok", "checks[2].status"),
+        (("checks", 2, "summary"), "s" * 2001, "checks[2].summary"),
+        (("checks", 2, "summary"), None, "checks[2].summary"),
+        (("checks", 2, "remediation"), "r" * 4001, "checks[2].remediation"),
+        (("checks", 2, "duration_ms"), "1", "checks[2].duration_ms"),
+        (("checks", 2, "extra"), 1, "checks[2].extra"),
         (("dropped_reports",), 1.5, "dropped_reports"),
         (("dropped_reports",), -1, "dropped_reports"),
         (("status",), "PASS", "status"),
@@ -260,6 +268,23 @@ def test_error_names_the_field(path: tuple[Any, ...], value: Any, field: str) ->
     assert info.value.field == field
     assert str(info.value).startswith(field + ": ")
     assert not schema_ok(r)
+
+
+def test_check_fields_at_their_limits_are_valid() -> None:
+    r = report()
+    c = r["checks"][2]
+    c.update(summary="s" * 2000, remediation="r" * 4000, duration_ms=0, name="a" * 64)
+    r["checks"][3]["duration_ms"] = 0.0
+    assert ours_ok(r) and schema_ok(r)
+    c["duration_ms"] = float("nan")  # never from parse_json, but not a number either
+    with pytest.raises(ReportError) as info:
+        validate(r)
+    assert info.value.field == "checks[2].duration_ms"
+    c["duration_ms"] = 1
+    del c["details"]
+    with pytest.raises(ReportError) as info:
+        validate(r)
+    assert info.value.field == "checks[2].details"
 
 
 def test_integral_float_counts_as_integer_like_json_schema() -> None:
