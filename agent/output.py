@@ -48,7 +48,9 @@ def render_table(report: Mapping[str, Any], colour: bool = False, width: int | N
     ]
     for c in checks:
         status = str(c["status"])
-        summary = textwrap.wrap(str(c["summary"]), summary_w, break_on_hyphens=False) or [""]
+        summary = textwrap.wrap(
+            str(c["summary"]), summary_w, break_on_hyphens=False, break_long_words=False
+        ) or [""]
         lines.append(
             f"{c['name']:<{name_w}}  {paint(status, status.upper()):<{status_w}}  {summary[0]}"
             if not colour
@@ -59,7 +61,11 @@ def render_table(report: Mapping[str, Any], colour: bool = False, width: int | N
         remediation = str(c.get("remediation") or "")
         if status in ("warn", "fail", "error") and remediation:
             wrapped = textwrap.wrap(
-                "-> " + remediation, summary_w, subsequent_indent="   ", break_on_hyphens=False
+                "-> " + remediation,
+                summary_w,
+                subsequent_indent="   ",
+                break_on_hyphens=False,
+                break_long_words=False,
             )
             lines.extend(indent + s for s in wrapped)
     overall = str(report.get("status", ""))

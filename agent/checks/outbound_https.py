@@ -88,7 +88,7 @@ def judge(probe: HttpsProbe) -> Verdict:
         summary = f"{host}: {probe.message}"
         cert = probe.tls.cert if probe.tls else None
         if reason == "tls_untrusted" and cert is not None:
-            summary += f"; issuer {cert.issuer}, SHA-256 {cert.sha256}"
+            summary += f"; issuer {cert.issuer_cn or cert.issuer}, SHA-256 {cert.sha256}"
             if not is_digicert_issuer(cert):
                 summary += " (not a DigiCert issuer: TLS inspection suspected)"
         elif reason.startswith("tls_") and cert is not None:
