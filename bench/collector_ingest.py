@@ -24,6 +24,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -589,6 +590,7 @@ def main() -> None:
         help="load generator: wrk with a Lua script (default when installed), "
         "aiohttp.ClientSession, or raw asyncio streams",
     )
+    p.add_argument("--rounds", type=int, default=1, help="bare/collector pairs to run")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (-t)")
     p.add_argument("--loadgen", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -604,16 +606,22 @@ def main() -> None:
         sys.exit("run me inside `unshare --net` (only loopback may be used)")
     if args.client == "wrk" and args.gzip:
         sys.exit("--gzip needs --client aiohttp or raw")
-    results: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as d:
         tmp = Path(d)
         if args.client == "wrk":
             write_wrk_files(tmp, args.hosts)
-        if args.only in (None, "bare"):
-            results["bare"] = bench_bare(args, tmp)
-        if args.only in (None, "collector"):
-            results["collector"] = bench_collector(args, tmp)
-    lo, hi = next(iter(results.values()))["body_bytes"]
+        # Rounds alternate the two servers, so that both see the same (shared) machine.
+        for _ in range(args.rounds):
+            results: dict[str, dict[str, Any]] = {}
+            if args.only in (None, "bare"):
+                results["bare"] = bench_bare(args, tmp)
+            if args.only in (None, "collector"):
+                for f in tmp.glob("bench.db*"):
+                    f.unlink()
+                results["collector"] = bench_collector(args, tmp)
+            rounds.append(results)
+    lo, hi = next(iter(rounds[0].values()))["body_bytes"]
     load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"reports {lo}-{hi} bytes{' gzipped' if args.gzip else ''}, concurrency {args.concurrency}, "
@@ -621,15 +629,28 @@ def main() -> None:
         f"workers={args.workers}, {args.client} client, {os.cpu_count()} CPUs, "
         f"load average {load_avg}"
     )
-    for name, r in results.items():
-        extra = f", stored {r['stored']}" if "stored" in r else ""
-        print(
-            f"{name:>9}: {r['rate']:9.0f} reports/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
-            f"  server {r['server_cpu']:.2f} cores, {r['server_us_per_report']:.0f} us CPU/report"
-            f"  generator {r['gen_cpu']:.2f} cores  ({r['requests']} ok, {r['errors']} errors{extra})"
-        )
-    if len(results) == 2:
-        print(f"    ratio: {results['collector']['rate'] / results['bare']['rate']:.2f} of bare")
+    ratios = []
+    for i, results in enumerate(rounds, 1):
+        if args.rounds > 1:
+            print(f"round {i}")
+        for name, r in results.items():
+            extra = f", stored {r['stored']}" if "stored" in r else ""
+            print(
+                f"{name:>9}: {r['rate']:9.0f} reports/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+                f"  server {r['server_cpu']:.2f} cores, {r['server_us_per_report']:.0f} us CPU/report"
+                f"  generator {r['gen_cpu']:.2f} cores  ({r['requests']} ok, {r['errors']} errors{extra})"
+            )
+        if len(results) == 2:
+            ratios.append(results["collector"]["rate"] / results["bare"]["rate"])
+            print(f"    ratio: {ratios[-1]:.2f} of bare")
+    if len(rounds) > 1:
+        for name in rounds[0]:
+            rates = sorted(r[name]["rate"] for r in rounds)
+            print(
+                f"{name:>9}: median {statistics.median(rates):.0f} reports/s over {len(rounds)} rounds"
+            )
+        if ratios:
+            print(f"    ratio: median {statistics.median(ratios):.2f} of bare")
     if not args.only:
         parsing = bench_parsing()
         print(
