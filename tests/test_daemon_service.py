@@ -412,3 +412,28 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) 
         assert d.stop() == 0
     assert second.returncode == 75
     assert "another acme-preflight daemon" in second.stderr
+
+
+def test_status_command_says_why_reports_pile_up(
+    tmp_path: Path, rec: Recorder, token_file: Path
+) -> None:
+    port = free_port()
+    rec.answer(503, times=1000)
+    cfg = base_config(tmp_path, rec.url, status_port=port, token_file=token_file)
+    with start(tmp_path, cfg) as d:
+        rec.wait_attempts(1)
+        wait_runs(d, 2)
+        failing = run_cli("--config", tmp_path / "config.toml", "status")
+        rec.clear_script()
+        rec.wait_for(1, timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            healthy = run_cli("--config", tmp_path / "config.toml", "status")
+            if "Delivery OK" in healthy.stdout:
+                break
+            time.sleep(0.2)
+        assert d.stop() == 0
+    assert "Delivery FAILING" in failing.stdout and "503" in failing.stdout, failing.stdout
+    assert "waiting" in failing.stdout
+    assert TOKEN not in failing.stdout + failing.stderr
+    assert "Delivery OK" in healthy.stdout and "FAILING" not in healthy.stdout, healthy.stdout
