@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench package clean
+.PHONY: install test lint bench package clean demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: install
 BENCH_ARGS ?=
 bench: install
 	unshare --net -- sh -c 'ip link set lo up && exec $(PY) bench/run_all.py $(BENCH_ARGS)'
+
+# The whole product on one machine (docs/demo.md): the DigiCert lab, the collector and four
+# daemons in a private network namespace (the script unshares itself; needs root).
+# DEMO_ARGS=--serve keeps it running until Ctrl-C.
+DEMO_ARGS ?=
+demo: install
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -124,7 +124,9 @@ class LabProcess(Child):
 class CollectorProcess(Child):
     """``python -m collector serve`` on a free loopback port with its own database."""
 
-    def __init__(self, workdir: Path, synchronous: str = "full") -> None:
+    def __init__(
+        self, workdir: Path, synchronous: str = "full", listen: str = "127.0.0.1:0"
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "tokens").write_text(TOKEN + "\n")
         (workdir / "collector.toml").write_text(f'synchronous = "{synchronous}"\n')
@@ -138,7 +140,7 @@ class CollectorProcess(Child):
                 "--config",
                 str(workdir / "collector.toml"),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--db",
                 str(self.db),
                 "--tokens-file",
