@@ -586,9 +586,8 @@ def main() -> None:
     p.add_argument(
         "--client",
         choices=("wrk", "aiohttp", "raw"),
-        default="wrk" if shutil.which("wrk") else "aiohttp",
-        help="load generator: wrk with a Lua script (default when installed), "
-        "aiohttp.ClientSession, or raw asyncio streams",
+        help="load generator: wrk with a Lua script (the default when installed, unless "
+        "--gzip), aiohttp.ClientSession, or raw asyncio streams",
     )
     p.add_argument("--rounds", type=int, default=1, help="bare/collector pairs to run")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (-t)")
@@ -604,6 +603,9 @@ def main() -> None:
     # this namespace's links as its kernel reports them (/sys/class/net may show the host's)
     if [name for _, name in socket.if_nameindex()] != ["lo"]:
         sys.exit("run me inside `unshare --net` (only loopback may be used)")
+    if args.client is None:
+        # wrk cannot gzip a fresh body per request: gzip needs a Python client
+        args.client = "wrk" if shutil.which("wrk") and not args.gzip else "aiohttp"
     if args.client == "wrk" and args.gzip:
         sys.exit("--gzip needs --client aiohttp or raw")
     rounds: list[dict[str, dict[str, Any]]] = []

@@ -1,0 +1,47 @@
+"""bench/collector_ingest.py still runs: wrk with its Lua script against the bare handler and
+the collector (two workers), in its smallest form. No figure is asserted (benchmarks are not
+tests), only that every request was answered 2xx, each report_id was unique (all stored) and
+the lines the docs quote are printed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.lab.netns import assert_netns_isolated
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "collector_ingest.py"
+
+
+def test_collector_ingest_quick_with_wrk_and_two_workers() -> None:
+    assert_netns_isolated()
+    assert shutil.which("wrk"), "wrk is missing: .ci/apt-packages.txt installs it"
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--seconds", "1", "--warmup", "0.3", "--hosts", "50"),
+            *("--workers", "2", "--rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "workers=2, wrk client" in out, out
+    rows = {
+        m["name"]: m
+        for m in re.finditer(
+            r"(?P<name>bare|collector): +(?P<rate>\d+) reports/s .*\((?P<ok>\d+) ok, "
+            r"(?P<errors>\d+) errors(?:, stored (?P<stored>\d+))?\)",
+            out,
+        )
+    }
+    assert set(rows) == {"bare", "collector"}, out
+    for row in rows.values():
+        assert int(row["ok"]) > 0 and row["errors"] == "0", out
+    # the warm-up's reports are stored too; no report_id repeated (a repeat is not stored)
+    assert int(rows["collector"]["stored"]) >= int(rows["collector"]["ok"]), out
+    assert re.search(r"ratio: \d\.\d\d of bare", out), out
