@@ -51,7 +51,8 @@ td.host a{font-weight:600}
 .v{min-width:0;overflow-wrap:anywhere}
 details summary{white-space:nowrap}
 .b{display:inline-block;min-width:44px;text-align:center;padding:1px 6px;border-radius:4px;
-font-size:12px;font-weight:700;color:#fff;text-transform:uppercase;letter-spacing:.02em}
+font-size:12px;font-weight:700;color:#fff;text-transform:uppercase;letter-spacing:.02em;
+white-space:nowrap;overflow-wrap:normal}
 .b.pass{background:var(--pass)}.b.skip{background:var(--skip)}.b.warn{background:var(--warn)}
 .b.error{background:var(--error)}.b.fail{background:var(--fail)}
 .b.stale{background:#fff;color:var(--fail);border:1px solid var(--fail)}

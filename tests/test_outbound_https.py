@@ -127,6 +127,21 @@ async def test_tls_inspection_names_the_issuer(digicert_lab: DigicertLab, lab_pk
     assert cert["sha256"].replace(":", "").lower() in out.summary.replace(":", "").lower()
 
 
+async def test_targets_failing_the_same_way_share_one_summary(
+    digicert_lab: DigicertLab, lab_pki: LabPki
+) -> None:
+    digicert_lab.https.cert = lab_pki.intercepted  # one inspection box in front of both names
+    out = await check(digicert_lab)
+    fingerprint = target(out, "acme.digicert.com")["tls"]["certificate"]["sha256"]
+    assert out.summary.count(fingerprint) == 1, out.summary
+    assert out.summary.endswith("(the same for daas.digicert.com)")
+    # different failures still get a line each
+    digicert_lab.https.sni_certs["daas.digicert.com"] = lab_pki.expired
+    out = await check(digicert_lab)
+    assert "the same for" not in out.summary
+    assert "acme.digicert.com:" in out.summary and "daas.digicert.com:" in out.summary
+
+
 async def test_untrusted_digicert_chain_points_at_the_ca_bundle(
     digicert_lab: DigicertLab, lab_pki: LabPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,9 +133,25 @@ def combine(verdicts: list[Verdict], proxies: list[str]) -> tuple[Status, str, s
         names = ", ".join(v.summary for v in verdicts)
         return Status.PASS, "ok", f"HTTPS works: {names}; {via}", ""
     bad = [v for v in verdicts if v.status is not Status.PASS]
-    summary = "; ".join(v.summary for v in bad)
+    summary = "; ".join(_grouped(bad))
     fixes = " ".join(dict.fromkeys(v.remediation for v in bad if v.remediation))
     return worst.status, worst.reason, summary, fixes
+
+
+def _grouped(bad: list[Verdict]) -> list[str]:
+    """One summary per distinct failure: targets failing the same way (one inspection box
+    in front of both names, say) share a line instead of repeating a fingerprint."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for v in bad:
+        host, _, rest = v.summary.partition(": ")
+        template = rest.replace(host, "\0")
+        groups.setdefault((v.reason, template), []).append((host, v.summary))
+    out = []
+    for members in groups.values():
+        first = members[0][1]
+        others = [host for host, _ in members[1:]]
+        out.append(f"{first} (the same for {', '.join(others)})" if others else first)
+    return out
 
 
 async def run(ctx: CheckContext) -> Outcome:
