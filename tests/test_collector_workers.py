@@ -19,16 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import store
-from tests.collectorutil import TOKEN, TOKENS_TEXT, report, server_process
-from tests.test_collector_server import run_collector
+from tests.collectorutil import TOKEN, report, server_process
+from tests.test_collector_server import run_collector, tokens_file
 
 INGEST = "/api/v1/reports"
-
-
-def tokens_file(tmp_path: Path) -> Path:
-    p = tmp_path / "tokens"
-    p.write_text(TOKENS_TEXT)
-    return p
 
 
 def stored(db: Path) -> int:
