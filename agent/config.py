@@ -17,6 +17,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent.redact import redact_text
+from agent.values import (
+    boolean,
+    int_range,
+    nonempty_string,
+    path,
+    str_list,
+    string,
+    type_name,
+)
 
 DEFAULT_PATH = Path("/etc/acme-preflight/config.toml")
 EX_CONFIG = 78
@@ -184,6 +193,8 @@ class Config:
 
 # ---------------------------------------------------------------- value parsers
 
+PORT = int_range(1, 65535)
+
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
 # A year: longer ones overflow the scheduler's datetime arithmetic (and mean nothing here).
 MAX_DURATION = 365 * 86400.0
@@ -209,7 +220,7 @@ def parse_duration(value: object) -> float:
             raise ValueError(f'{value!r} is not a duration like "30s", "5m", "1h" or 60')
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
-        raise ValueError(f'expected a duration like "30s" or a number, got {_tname(value)}')
+        raise ValueError(f'expected a duration like "30s" or a number, got {type_name(value)}')
     if not seconds > 0 or seconds != seconds:
         raise ValueError(f"{value!r} must be a positive duration")
     if seconds > MAX_DURATION:
@@ -221,79 +232,15 @@ def is_hostname(text: str) -> bool:
     return bool(_HOSTNAME_RE.match(text))
 
 
-def _tname(value: object) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "a list",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {_tname(value)}")
-    return value
-
-
-def _nonempty_str(value: object) -> str:
-    text = _str(value).strip()
-    if not text:
-        raise ValueError("must not be empty")
-    return text
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {_tname(value)}")
-    return value
-
-
-def _int_range(lo: int, hi: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {_tname(value)}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is out of range {lo}..{hi}")
-        return value
-
-    return parse
-
-
-_port = _int_range(1, 65535)
-
-
-def _str_list(
-    item: Callable[[object], str], allow_empty: bool = True
-) -> Callable[[object], tuple[str, ...]]:
-    def parse(value: object) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list of strings, got {_tname(value)}")
-        out = []
-        for i, v in enumerate(value):
-            try:
-                out.append(item(v))
-            except ValueError as e:
-                raise ValueError(f"item {i + 1}: {e}") from None
-        if not allow_empty and not out:
-            raise ValueError("must list at least one entry")
-        return tuple(out)
-
-    return parse
-
-
 def _host_id(value: object) -> str:
-    text = _nonempty_str(value)
+    text = nonempty_string(value)
     if len(text) > HOST_ID_MAX:
         raise ValueError(f"is {len(text)} characters long; at most {HOST_ID_MAX} are allowed")
     return text
 
 
 def _hostname(value: object) -> str:
-    text = _nonempty_str(value)
+    text = nonempty_string(value)
     if not is_hostname(text):
         raise ValueError(f"{text!r} is not a valid hostname")
     return text.rstrip(".").lower()
@@ -301,7 +248,7 @@ def _hostname(value: object) -> str:
 
 def _host(value: object) -> str:
     """A hostname or an IP address (IPv6 without brackets)."""
-    text = _nonempty_str(value)
+    text = nonempty_string(value)
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
@@ -312,7 +259,7 @@ def _host(value: object) -> str:
 
 
 def _ip(value: object) -> str:
-    text = _nonempty_str(value)
+    text = nonempty_string(value)
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -321,7 +268,7 @@ def _ip(value: object) -> str:
 
 def _nameserver(value: object) -> str:
     """``IP``, ``IP:PORT`` or ``[IPv6]:PORT``."""
-    text = _nonempty_str(value)
+    text = nonempty_string(value)
     try:
         split_nameserver(text)
     except ValueError as e:
@@ -387,7 +334,7 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
 
 def _url(schemes: tuple[str, ...]) -> Callable[[object], str]:
     def parse(value: object) -> str:
-        text = _nonempty_str(value)
+        text = nonempty_string(value)
         try:
             parts = urlsplit(text)
             port = parts.port
@@ -421,21 +368,20 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=auth + hostport).geturl()
 
 
-def _path(value: object) -> Path:
-    return Path(_nonempty_str(value))
-
-
 def _path_list(value: object) -> tuple[Path, ...]:
-    return tuple(Path(p) for p in _str_list(_nonempty_str)(value))
+    return tuple(Path(p) for p in str_list(nonempty_string)(value))
 
 
-def _listen(value: object) -> str:
-    text = _str(value).strip()
+def parse_listen(value: object, allow_empty: bool = True) -> str:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` to listen on; empty (when allowed) means off."""
+    text = string(value).strip()
     if not text:
-        return ""
+        if allow_empty:
+            return ""
+        raise ValueError("expected HOST:PORT, got an empty string")
     host, _ = split_host_port(text)
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         if not is_hostname(host):
             raise ValueError(f"{text!r} is not HOST:PORT") from None
@@ -443,14 +389,14 @@ def _listen(value: object) -> str:
 
 
 def _log_level(value: object) -> str:
-    text = _str(value).lower()
+    text = string(value).lower()
     if text not in LOG_LEVELS:
         raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
     return text
 
 
 def _check_names(value: object) -> tuple[str, ...]:
-    names = _str_list(_str)(value)
+    names = str_list(string)(value)
     for n in names:
         if n not in CHECK_NAMES:
             raise ValueError(f"{n!r} is not a check (known: {', '.join(CHECK_NAMES)})")
@@ -458,7 +404,7 @@ def _check_names(value: object) -> tuple[str, ...]:
 
 
 def _sensor_version(value: object) -> SensorVersion:
-    return SensorVersion.parse(_str(value))
+    return SensorVersion.parse(string(value))
 
 
 def _jitter(value: object) -> float:
@@ -470,7 +416,7 @@ def _jitter(value: object) -> float:
 
 
 def _positive_int(value: object) -> int:
-    return _int_range(1, 2**53)(value)
+    return int_range(1, 2**53)(value)
 
 
 # ------------------------------------------------------------------ the schema
@@ -482,13 +428,13 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
     "targets": (
         TargetsConfig,
         {
-            "hostnames": _str_list(_hostname, allow_empty=False),
+            "hostnames": str_list(_hostname, allow_empty=False),
             "ip": _ip,
-            "port": _port,
+            "port": PORT,
             "acme_directory": _url(("https",)),
         },
     ),
-    "dns": (DnsConfig, {"nameservers": _str_list(_nameserver)}),
+    "dns": (DnsConfig, {"nameservers": str_list(_nameserver)}),
     "agent": (
         AgentConfig,
         {
@@ -496,7 +442,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
             "timeout": parse_duration,
             "jitter": _jitter,
             "host_id": _host_id,
-            "state_dir": _path,
+            "state_dir": path,
             "log_level": _log_level,
             "checks": _check_names,
         },
@@ -505,32 +451,32 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
     "fqdn": (
         FqdnConfig,
         {
-            "names": _str_list(_hostname),
-            "discover": _bool,
-            "nameservers": _str_list(_nameserver),
-            "nginx_conf": _path,
+            "names": str_list(_hostname),
+            "discover": boolean,
+            "nameservers": str_list(_nameserver),
+            "nginx_conf": path,
             "apache_roots": _path_list,
         },
     ),
     "sensor": (
         SensorConfig,
-        {"host": _host, "version": _sensor_version, "port": _port},
+        {"host": _host, "version": _sensor_version, "port": PORT},
     ),
     "clock_skew": (ClockSkewConfig, {"warn": parse_duration, "fail": parse_duration}),
     "collector": (
         CollectorConfig,
         {
             "url": _url(("http", "https")),
-            "token_file": _path,
-            "ca_file": _path,
-            "client_cert": _path,
-            "client_key": _path,
+            "token_file": path,
+            "ca_file": path,
+            "client_cert": path,
+            "client_key": path,
             "timeout": parse_duration,
             "spool_max_reports": _positive_int,
             "spool_max_bytes": _positive_int,
         },
     ),
-    "status": (StatusConfig, {"listen": _listen}),
+    "status": (StatusConfig, {"listen": parse_listen}),
 }
 
 SECRET_KEYS = {("collector", "token_file")}  # a path, shown; the token itself never is
@@ -539,7 +485,7 @@ SECRET_KEYS = {("collector", "token_file")}  # a path, shown; the token itself n
 def _section(name: str, raw: object) -> Any:
     cls, parsers = _SECTIONS[name]
     if not isinstance(raw, dict):
-        raise ConfigError(f"[{name}]", f"expected a table, got {_tname(raw)}")
+        raise ConfigError(f"[{name}]", f"expected a table, got {type_name(raw)}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         parser = parsers.get(key)

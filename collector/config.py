@@ -6,14 +6,14 @@ key (``retention_days: expected an integer, got a string``) and the CLI exits 78
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, is_hostname, split_host_port
+from agent.config import ConfigError, parse_listen, split_host_port
+from agent.values import boolean, choice, int_range, number_range, path, type_name
 
 DEFAULT_LISTEN = "127.0.0.1:8475"
 DEFAULT_DB = Path("/var/lib/acme-preflight-collector/collector.db")
@@ -66,85 +66,27 @@ class Settings:
 # ---------------------------------------------------------------- value parsers
 
 
-def _tname(value: object) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
-    return names.get(type(value), "a list" if isinstance(value, list) else "a table")
-
-
-def _path(value: object) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a non-empty path string, got {_tname(value)}")
-    return Path(value.strip())
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {_tname(value)}")
-    return value
-
-
-def _positive(lo: float, hi: float) -> Callable[[object], float]:
-    def parse(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {_tname(value)}")
-        if not lo <= float(value) <= hi:
-            raise ValueError(f"{value} is out of range {lo:g}..{hi:g}")
-        return float(value)
-
-    return parse
-
-
-def _int(lo: int, hi: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {_tname(value)}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is out of range {lo}..{hi}")
-        return value
-
-    return parse
-
-
-def _choice(*choices: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return value.lower()
-
-    return parse
-
-
-def parse_listen(value: object) -> str:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` with an IP address or hostname."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected HOST:PORT, got {_tname(value)}")
-    text = value.strip()
-    host, _ = split_host_port(text)
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        if not is_hostname(host):
-            raise ValueError(f"{text!r} is not HOST:PORT") from None
-    return text
+def _listen(value: object) -> str:
+    return parse_listen(value, allow_empty=False)
 
 
 _TOP: dict[str, Callable[[object], Any]] = {
-    "listen": parse_listen,
-    "db": _path,
-    "tokens_file": _path,
-    "read_auth": _bool,
-    "read_tokens_file": _path,
-    "retention_days": _positive(0.001, 36500),
-    "prune_interval_s": _positive(1, 86400 * 7),
-    "stale_intervals": _positive(1, 1000),
-    "default_interval_s": _positive(1, 86400 * 7),
-    "max_body_bytes": _int(1024, 64 * MIB),
-    "synchronous": _choice("full", "normal"),
-    "page_refresh_s": _positive(0, 86400),
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "workers": _int(1, 64),
+    "listen": _listen,
+    "db": path,
+    "tokens_file": path,
+    "read_auth": boolean,
+    "read_tokens_file": path,
+    "retention_days": number_range(0.001, 36500),
+    "prune_interval_s": number_range(1, 86400 * 7),
+    "stale_intervals": number_range(1, 1000),
+    "default_interval_s": number_range(1, 86400 * 7),
+    "max_body_bytes": int_range(1024, 64 * MIB),
+    "synchronous": choice("full", "normal"),
+    "page_refresh_s": number_range(0, 86400),
+    "log_level": choice("debug", "info", "warning", "error"),
+    "workers": int_range(1, 64),
 }
-_TLS: dict[str, Callable[[object], Any]] = {"cert": _path, "key": _path, "client_ca": _path}
+_TLS: dict[str, Callable[[object], Any]] = {"cert": path, "key": path, "client_ca": path}
 
 
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Settings:
@@ -156,7 +98,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
     for key, raw in data.items():
         if key == "tls":
             if not isinstance(raw, dict):
-                raise ConfigError("[tls]", f"expected a table, got {_tname(raw)}")
+                raise ConfigError("[tls]", f"expected a table, got {type_name(raw)}")
             tls: dict[str, Any] = {}
             for tkey, traw in raw.items():
                 if tkey not in _TLS:
@@ -220,12 +162,12 @@ def with_flags(s: Settings, **flags: Any) -> Settings:
     tls = {k: v for k, v in flags.items() if v is not None and k in _TLS}
     if "workers" in top:
         try:
-            top["workers"] = _int(1, 64)(top["workers"])
+            top["workers"] = int_range(1, 64)(top["workers"])
         except ValueError as e:
             raise ConfigError("--workers", str(e)) from None
     if "listen" in top:
         try:
-            top["listen"] = parse_listen(top["listen"])
+            top["listen"] = _listen(top["listen"])
         except ValueError as e:
             raise ConfigError("--listen", str(e)) from None
     if tls:
