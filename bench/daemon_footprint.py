@@ -18,9 +18,14 @@ Two phases, same daemon code:
    this file (``python -c BACK_TO_BACK``); it is not a user-visible option.
 
 Baseline in the same run: ``python -c 'import aiohttp, apscheduler, dns.resolver,
-psutil, structlog'`` (the runtime dependencies imported, nothing else).
+psutil, structlog'`` (the runtime dependencies imported, nothing else), and the
+submodules the daemon itself imports (no aiohttp).
+
+The daemon trusts the system CA bundle plus the lab's CA (``--ca-store system``, as on
+a real host), or only the lab's CA (``--ca-store lab``, how the first figures were taken).
 
     python bench/daemon_footprint.py [--cycles 10000] [--steady-seconds 120] [--quick]
+                                     [--ca-store system|lab]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -48,12 +54,12 @@ from common import (
 )
 from procs import TOKEN, CollectorProcess, LabProcess, etc_fixture
 
+UNIT = ROOT / "systemd" / "acme-preflight.service"
 TARGET_STEADY_MB = 50.0
 TARGET_GROWTH_MB = 1.0
 BASELINE = "import aiohttp, apscheduler, dns.resolver, psutil, structlog"
-BASELINE_USED = (
-    "import aiohttp.web, apscheduler.schedulers.asyncio, dns.asyncresolver, psutil, structlog"
-)
+# What the daemon itself imports of them (it serves its status pages without aiohttp).
+BASELINE_USED = "import apscheduler.schedulers.asyncio, dns.asyncresolver, psutil, structlog"
 
 BACK_TO_BACK = r"""
 import asyncio, sys
@@ -96,6 +102,35 @@ def baseline_rss(code: str) -> float:
     return float(out.stdout.strip())
 
 
+def unit_malloc_env() -> dict[str, str]:
+    """The glibc malloc settings (``Environment=MALLOC_*``) of the shipped unit, so the
+    daemon runs here as systemd runs it."""
+    env: dict[str, str] = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment=MALLOC_"):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            env[name] = value
+    return env
+
+
+def ca_store(tmp: Path, lab_ca: Path, kind: str) -> Path:
+    """The daemon's SSL_CERT_FILE: the lab CA, after the system bundle unless ``lab``.
+
+    A real host verifies against its whole system store (here 144 CAs), and building a
+    context from it costs memory and CPU that a one-CA bundle hides.
+    """
+    if kind == "lab":
+        return lab_ca
+    system = ssl.get_default_verify_paths().openssl_cafile
+    try:
+        bundle = Path(system).read_bytes()
+    except OSError as e:
+        sys.exit(f"--ca-store system: cannot read the system CA bundle {system}: {e}")
+    out = tmp / "ca-system-plus-lab.pem"
+    out.write_bytes(bundle.rstrip(b"\n") + b"\n" + lab_ca.read_bytes())
+    return out
+
+
 def metrics(port: int) -> dict[str, float]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
@@ -125,6 +160,7 @@ def run_daemon(
     until_cycles: int | None,
     seconds: float | None,
     marks: list[int],
+    ca_store: Path,
 ) -> dict[str, Any]:
     from tests.lab.config import to_toml
 
@@ -142,7 +178,7 @@ def run_daemon(
     cfg.write_text(to_toml(data))
     argv = [sys.executable, "-c", BACK_TO_BACK] if wrapper else [sys.executable, "-m", "agent"]
     argv += ["--config", str(cfg), "run"]
-    env = {**os.environ, "SSL_CERT_FILE": str(lab.ca_bundle)}
+    env = {**os.environ, **unit_malloc_env(), "SSL_CERT_FILE": str(ca_store)}
     log = (tmp / f"{name}.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd="/")
     samples: list[dict[str, float]] = []
@@ -219,6 +255,13 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=10_000)
     p.add_argument("--steady-seconds", type=float, default=120.0)
     p.add_argument("--quick", action="store_true", help="1 s + 10 cycles: does it still run?")
+    p.add_argument(
+        "--ca-store",
+        choices=("system", "lab"),
+        default="system",
+        help="trust store the daemon gets as SSL_CERT_FILE: the system CA bundle plus the "
+        "lab's CA, as on a real host (default), or the lab's CA alone",
+    )
     p.add_argument("--json-out", metavar="FILE", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
@@ -237,13 +280,16 @@ def main() -> None:
         tmp = Path(d)
         with LabProcess(tmp / "lab") as lab:
             bind_etc(etc_fixture(tmp, lab.info["nameserver"]))
+            store = ca_store(tmp, lab.ca_bundle, args.ca_store)
             with CollectorProcess(tmp / "collector") as col:
                 steady = run_daemon(
-                    tmp, lab, col, "steady", False, None, args.steady_seconds, [1, 10, 60]
+                    tmp, lab, col, "steady", False, None, args.steady_seconds, [1, 10, 60], store
                 )
-                fast = run_daemon(tmp, lab, col, "fast", True, n, None, marks)
+                fast = run_daemon(tmp, lab, col, "fast", True, n, None, marks, store)
                 stored = col.stored()
     res = {
+        "ca_store": args.ca_store,
+        "unit_env": unit_malloc_env(),
         "baseline_mb": base,
         "baseline_used_mb": base_used,
         "steady": steady,
@@ -256,6 +302,7 @@ def main() -> None:
 
 def report(res: dict[str, Any], n: int) -> None:
     base = res["baseline_mb"]
+    print(f"  trust store: {res['ca_store']}; environment from the unit: {res['unit_env']}")
     print(f"  baseline: python -c '{BASELINE}': {base:.1f} MiB")
     print(f"  baseline, the submodules the daemon uses: {res['baseline_used_mb']:.1f} MiB")
     for key, label in (("steady", "1 s interval (as shipped)"), ("back_to_back", "back to back")):

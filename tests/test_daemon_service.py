@@ -260,6 +260,9 @@ def test_status_endpoint_metrics_and_status_command(tmp_path: Path) -> None:
         assert_valid_report(report)
         _, text = http_get(port, "/metrics")
         live = run_cli("--config", tmp_path / "config.toml", "status")
+        # the endpoint is served without aiohttp (its C extensions would be mapped)
+        maps = Path(f"/proc/{d.proc.pid}/maps").read_text()
+        assert "/aiohttp/" not in maps and "/multidict/" not in maps
         assert d.stop() == 0
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -437,3 +440,18 @@ def test_status_command_says_why_reports_pile_up(
     assert "waiting" in failing.stdout
     assert TOKEN not in failing.stdout + failing.stderr
     assert "Delivery OK" in healthy.stdout and "FAILING" not in healthy.stdout, healthy.stdout
+
+
+async def test_reload_rereads_the_ca_store(tmp_path: Path) -> None:
+    """SIGHUP also drops the checks' shared verifying context: a changed store counts."""
+    from agent.config import load
+    from agent.daemon.service import Daemon
+    from agent.net.tls import verifying_context
+
+    path = write_config(tmp_path / "config.toml", base_config(tmp_path, None))
+    d = Daemon(load(path, explicit=True), None, path, explicit_config=True)
+    before = verifying_context()
+    assert verifying_context() is before
+    await d._reload()
+    assert d.metrics.reloads["ok"] == 1
+    assert verifying_context() is not before

@@ -11,7 +11,13 @@ import trustme
 
 from agent.net.stream import Stream
 from agent.net.tcp import tcp_connect
-from agent.net.tls import decode_der, tls_handshake, tls_probe
+from agent.net.tls import (
+    decode_der,
+    forget_contexts,
+    tls_handshake,
+    tls_probe,
+    verifying_context,
+)
 from tests.lab.endpoints import ReplyEndpoint, SilentEndpoint
 from tests.lab.https import HttpsServer
 from tests.lab.pki import (
@@ -107,6 +113,42 @@ async def test_inspection_ca_trusted_is_verified_but_shows_its_issuer(
     async with stream:
         result = await tls_handshake(stream, "acme.digicert.com", 1.0)
     assert result.ok and result.cert is not None and result.cert.issuer_cn == INSPECTION_CN
+
+
+async def _verified(port: int) -> bool:
+    _, stream = await tcp_connect(HOST, port, 1.0)
+    assert stream is not None
+    async with stream:
+        return (await tls_handshake(stream, "acme.digicert.com", 1.0)).ok
+
+
+async def test_shared_context_follows_the_ca_store(
+    server: HttpsServer, lab_pki: LabPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One verifying context per process, rebuilt when the store changes: a CA installed
+    by an administrator counts at the next handshake, without a restart."""
+    bundle = lab_pki.write_bundle(tmp_path / "store.pem", lab_pki.digicert_root)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    first = verifying_context()
+    assert verifying_context() is first  # shared, not rebuilt per handshake
+    server.cert = lab_pki.intercepted
+    assert not await _verified(server.port)
+    assert verifying_context() is first
+    # the administrator installs the inspection CA into the same file
+    lab_pki.write_bundle(bundle, lab_pki.digicert_root, lab_pki.inspection)
+    second = verifying_context()
+    assert second is not first
+    assert await _verified(server.port)
+    # and removes it again
+    lab_pki.write_bundle(bundle, lab_pki.digicert_root)
+    assert not await _verified(server.port)
+    # another store (SSL_CERT_FILE changed) and an explicit reset give new contexts too
+    other = lab_pki.write_bundle(tmp_path / "other.pem", lab_pki.digicert_root, lab_pki.inspection)
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    third = verifying_context()
+    assert third is not second and await _verified(server.port)
+    forget_contexts()
+    assert verifying_context() is not third
 
 
 async def test_not_tls_is_a_handshake_error(trust_digicert: None) -> None:

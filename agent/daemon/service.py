@@ -2,8 +2,9 @@
 
 One asyncio loop holds everything: APScheduler 3.x (``AsyncIOScheduler``) runs the
 checks, a delivery task drains the spool oldest first, a watchdog task pings systemd,
-and aiohttp.web answers ``/healthz``, ``/status`` and ``/metrics``. Blocking work
-(SQLite with fsync, writing ``last.json``, looking up the FQDN) runs in threads.
+and a small HTTP server (``status_server``) answers ``/healthz``, ``/status`` and
+``/metrics``. Blocking work (SQLite with fsync, writing ``last.json``, looking up the
+FQDN) runs in threads.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, log
 from agent.config import EX_CONFIG, Config, ConfigError, load
 from agent.context import CheckContext
-from agent.daemon import status_server
+from agent.daemon import memory, status_server
 from agent.daemon.metrics import Metrics
 from agent.daemon.notify import Notifier
 from agent.daemon.sender import (
@@ -44,6 +44,7 @@ from agent.daemon.sender import (
 from agent.daemon.spool import SPOOL_FILE, Spool, Spooled
 from agent.daemon.state import write_last
 from agent.model import Status
+from agent.net import tls
 from agent.redact import redact_obj
 from agent.report import build_report, identity, utc_now
 from agent.runner import run_checks
@@ -112,7 +113,7 @@ class Daemon:
         self._wake = asyncio.Event()  # a report was spooled, or the config changed
         self._kick = asyncio.Event()  # cut a backoff short (after a reload)
         self._scheduler: AsyncIOScheduler | None = None
-        self._status: web.AppRunner | None = None
+        self._status: status_server.StatusServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,7 +192,7 @@ class Daemon:
             if sender is not None:
                 await sender.close()
         if self._status is not None:
-            await self._status.cleanup()
+            await self._status.close()
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
         _log.info("stopped")
@@ -224,6 +225,9 @@ class Daemon:
             _log.exception("check run failed")
         finally:
             self._inflight = None
+            # What the run allocated for a moment goes back to the OS, so RSS stays
+            # flat over months of runs (docs/performance.md, "Daemon footprint").
+            memory.trim()
 
     async def _run_once(self) -> None:
         cfg = self.config
@@ -450,6 +454,9 @@ class Daemon:
 
     async def _reload(self) -> None:
         self.notifier.reloading()
+        # Re-read the CA store too (the checks share one verifying context): SIGHUP is
+        # how an administrator says "the system changed".
+        tls.forget_contexts()
         _log.info("reloading the config", path=str(self._config_path or "(default)"))
         try:
             new = await asyncio.to_thread(load, self._config_path, explicit=self._explicit)

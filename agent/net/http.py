@@ -141,8 +141,10 @@ async def _read_body(
 
 
 # Public names for the daemon's collector client (agent/daemon/transport.py), which reads
-# the collector's answers with this same bounded parser.
+# the collector's answers with this same bounded parser, and for its status endpoint
+# (agent/daemon/status_server.py), which reads requests line by line with it.
 Malformed = _Malformed
+read_line = _line
 read_head = _read_head
 read_body = _read_body
 
