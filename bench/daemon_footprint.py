@@ -9,7 +9,8 @@ is read from /proc/PID/status; cycles from the daemon's own ``/metrics``
 
 Two phases, same daemon code:
 
-1. **steady**: the daemon exactly as shipped, ``[agent] interval = "1s"``, for
+1. **steady**: the daemon exactly as shipped (with the ``Environment=MALLOC_*`` lines of
+   systemd/acme-preflight.service), ``[agent] interval = "1s"``, for
    ``--steady-seconds`` (one cycle a second).
 2. **back to back**: the same daemon, but after each run finishes the next one is
    moved to "now" with APScheduler's own ``modify_job`` (from a done-callback of the
