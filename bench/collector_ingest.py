@@ -33,6 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from common import links
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdefghij"
 
@@ -600,8 +602,7 @@ def main() -> None:
         )
         print(json.dumps(res))
         return
-    # this namespace's links as its kernel reports them (/sys/class/net may show the host's)
-    if [name for _, name in socket.if_nameindex()] != ["lo"]:
+    if links() != ["lo"]:
         sys.exit("run me inside `unshare --net` (only loopback may be used)")
     if args.client is None:
         # wrk cannot gzip a fresh body per request: gzip needs a Python client

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,12 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the agent, the collector and tests.lab
 
+from tests.lab.netns import network_links as links  # noqa: E402  (needs ROOT on sys.path)
+
 _MARK = "ACME_PREFLIGHT_BENCH_NS"
-
-
-def links() -> list[str]:
-    """This network namespace's links as its kernel reports them."""
-    return sorted(name for _, name in socket.if_nameindex())
 
 
 def ensure_isolated(mount: bool = False) -> None:
