@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agent.log import LOG_FORMATS
 from agent.redact import redact_text
 from agent.values import (
     boolean,
+    choice,
     int_range,
     nonempty_string,
     path,
@@ -101,6 +103,8 @@ class AgentConfig:
     host_id: str | None = None
     state_dir: Path = Path("/var/lib/acme-preflight")
     log_level: str = "info"
+    # None: logfmt when stdout is the journal, console on a TTY, JSON otherwise.
+    log_format: str | None = None
     checks: tuple[str, ...] = CHECK_NAMES
 
     @property
@@ -444,6 +448,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
             "host_id": _host_id,
             "state_dir": path,
             "log_level": _log_level,
+            "log_format": choice(*LOG_FORMATS),
             "checks": _check_names,
         },
     ),

@@ -226,6 +226,7 @@ def test_every_key_of_the_full_file_is_read() -> None:
         Path("/tmp/acme-preflight-state"),
         "debug",
     )
+    assert a.log_format == "logfmt"
     assert a.checks == ("privileges", "clock_skew")
     assert cfg.proxy.url == "http://ops:pr0xy-pa55@127.0.0.1:3128"
     f = cfg.fqdn

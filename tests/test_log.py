@@ -148,3 +148,91 @@ def test_json_can_be_forced_on_a_tty() -> None:
         os.close(master)
         os.close(slave)
     assert json.loads(out.splitlines()[0])["event"] == "forced"
+
+
+# ------------------------------------------------------------------ journal / logfmt
+
+
+def _journal_file(tmp_path: Any) -> tuple[Any, dict[str, str]]:
+    """A real file standing in for the journal's stream socket: JOURNAL_STREAM names its
+    device and inode, which is all systemd promises about the variable."""
+    f = open(tmp_path / "journal", "w+")  # noqa: SIM115 - closed by the caller
+    st = os.fstat(f.fileno())
+    return f, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def test_journal_stream_gets_logfmt_with_priority_prefixes(tmp_path: Any) -> None:
+    f, env = _journal_file(tmp_path)
+    with f:
+        assert log.configure("debug", stream=f, environ=env) == "logfmt"
+        log.get("acme_preflight.daemon").info(
+            "check run finished", status="fail", **{"pass": 1, "warn": 1, "fail": 2}
+        )
+        log.get().debug("d")
+        log.get().warning("collector slow", seconds=2.5)
+        log.get().error("cannot write last.json", error="No space left on device")
+        logging.getLogger("apscheduler.scheduler").warning("job %s missed", "checks")
+        f.flush()
+        out = (tmp_path / "journal").read_text().splitlines()
+    assert out == [
+        "<6>check run finished status=fail pass=1 warn=1 fail=2",
+        "<7>d",
+        "<4>collector slow seconds=2.5",
+        '<3>cannot write last.json error="No space left on device"',
+        "<4>job checks missed logger=apscheduler.scheduler",
+    ]
+
+
+def test_journal_stream_variable_for_another_file_is_ignored(tmp_path: Any) -> None:
+    # A child of the service whose stdout was redirected inherits JOURNAL_STREAM.
+    f, env = _journal_file(tmp_path)
+    with f, open(tmp_path / "other", "w") as other:
+        assert log.configure("info", stream=other, environ=env) == "json"
+        for bad in ("", "12", "a:b", "1:2:3"):
+            assert not log.is_journal(f, {"JOURNAL_STREAM": bad})
+        assert log.is_journal(f, env)
+        assert not log.is_journal(io.StringIO(), env)  # no file descriptor at all
+
+
+def test_log_format_overrides_the_journal_default(tmp_path: Any) -> None:
+    f, env = _journal_file(tmp_path)
+    with f:
+        log.configure("info", stream=f, environ=env, fmt="json")
+        log.get().warning("w", n=1)
+        f.flush()
+        line = (tmp_path / "journal").read_text().splitlines()[0]
+    # journald strips the prefix, so the journal's MESSAGE is still plain JSON.
+    assert line.startswith("<4>{")
+    assert json.loads(line[3:])["event"] == "w"
+
+
+def test_logfmt_outside_the_journal_keeps_time_and_level() -> None:
+    buf = io.StringIO()
+    assert log.configure("info", stream=buf, fmt="logfmt") == "logfmt"
+    log.get().info("started", checks=["privileges", "caa"], collector=None, flag=True)
+    (line,) = buf.getvalue().splitlines()
+    stamp, level, rest = line.split(" ", 2)
+    assert stamp.endswith("Z") and level == "info"
+    assert rest == "started checks=privileges,caa collector=null flag=true"
+
+
+def test_logfmt_is_one_line_per_event_and_quotes_what_needs_it() -> None:
+    buf = io.StringIO()
+    log.configure("info", stream=buf, fmt="logfmt")
+    log.set_secrets((SECRET,))
+    try:
+        raise ConnectionResetError(f'peer "went"\naway {SECRET}')
+    except ConnectionResetError:
+        log.get().exception("delivery\nfailed", path="a b=c", detail={"k": [1]})
+    (line,) = buf.getvalue().splitlines()
+    assert " delivery failed " in line
+    assert 'path="a b=c"' in line
+    assert 'detail="{\\"k\\":[1]}"' in line
+    assert "\\nTraceback" not in line and "Traceback" in line
+    assert 'ConnectionResetError: peer \\"went\\"\\naway ***' in line
+    assert SECRET not in line
+
+
+def test_unknown_log_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="xml"):
+        log.configure("info", stream=io.StringIO(), fmt="xml")

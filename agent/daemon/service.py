@@ -477,8 +477,11 @@ class Daemon:
             _log.warning("[status] listen changes take effect at restart")
         self._token = token
         log.set_secrets((*new.secrets(), *((token,) if token else ())))
-        if new.agent.log_level != old.agent.log_level:
-            log.configure(new.agent.log_level)
+        if (new.agent.log_level, new.agent.log_format) != (
+            old.agent.log_level,
+            old.agent.log_format,
+        ):
+            log.configure(new.agent.log_level, fmt=new.agent.log_format)
         if self._spool is not None:
             self._spool.set_bounds(new.collector.spool_max_reports, new.collector.spool_max_bytes)
         if self._scheduler is not None and (
@@ -652,7 +655,7 @@ def _status_line(status: Status, counts: dict[str, int], queued: int, sender: An
 
 def run(config: Config, config_path: Path | None) -> int:
     """Entry point of ``acme-preflight run``; returns the exit code."""
-    log.configure(config.agent.log_level)
+    log.configure(config.agent.log_level, fmt=config.agent.log_format)
     log.set_secrets(config.secrets())
     try:
         token = load_token(config.collector) if config.collector.url else None
