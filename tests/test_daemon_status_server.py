@@ -18,6 +18,7 @@ from agent.config import AgentConfig, Config
 from agent.daemon import status_server
 from agent.daemon.service import Daemon
 from agent.daemon.status_cli import status_url
+from tests.daemonproc import DaemonProc, base_config, free_port, wait_http, write_config
 
 REPORT = {"schema": "acme-preflight.report/1", "status": "pass", "checks": []}
 
@@ -245,30 +246,91 @@ async def test_slow_clients_time_out_without_blocking_others(
         drip_writer.close()
 
 
-async def test_connections_beyond_the_limit_are_closed(
+async def test_a_full_server_evicts_its_oldest_connection_for_a_new_one(
     served: tuple[Daemon, status_server.StatusServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, server = served
     monkeypatch.setattr(status_server, "MAX_CLIENTS", 3)
-    monkeypatch.setattr(status_server, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setattr(status_server, "REQUEST_TIMEOUT", 10.0)
     idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
     await asyncio.sleep(0.1)
     try:
-        # the fourth is dropped at once instead of queueing behind the idle ones
-        assert status_of(await exchange(server.port, get("/healthz"))) is None
-        for r, w in idle:
-            async with asyncio.timeout(3):
-                assert status_of(await r.read(-1)) == 408
-            w.close()
-        # once they are gone, their slots serve again
-        deadline = time.monotonic() + 3
-        while (got := status_of(await exchange(server.port, get("/healthz")))) is None:
-            assert time.monotonic() < deadline, "slots not released"
-            await asyncio.sleep(0.05)
-        assert got == 200
+        # the fourth is served at once; the oldest idle one made room for it
+        t0 = time.monotonic()
+        assert status_of(await exchange(server.port, get("/healthz"))) == 200
+        assert time.monotonic() - t0 < 1.0
+        async with asyncio.timeout(3):
+            assert await idle[0][0].read(-1) == b""  # closed without an answer
+        assert server.evicted == 1
+        # the two younger idle ones still hold their slots (they time out later)
+        assert not idle[1][0].at_eof() and not idle[2][0].at_eof()
     finally:
         for _, w in idle:
             w.close()
+
+
+SLOWLORIS = 200
+HEALTHZ_POLLS = 75
+
+
+async def test_healthz_keeps_answering_under_200_slowloris_connections(tmp_path: Path) -> None:
+    """The attack as it was run, on the real daemon process: 200 connections each
+    dripping a request a byte every half second (reconnecting when closed) while a
+    monitor polls /healthz. With the shipped limits every poll is answered, promptly."""
+    port = free_port()
+    cfg = write_config(tmp_path / "config.toml", base_config(tmp_path, None, status_port=port))
+    stop = asyncio.Event()
+    connects = 0
+
+    async def slowloris() -> None:
+        nonlocal connects
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            connects += 1
+            try:
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 4000:
+                    if stop.is_set() or reader.at_eof() or writer.is_closing():
+                        break
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.5)
+            except OSError:
+                pass
+            finally:
+                writer.close()
+            await asyncio.sleep(0.01)
+
+    with DaemonProc(cfg, tmp_path / "daemon.log") as d:
+        await asyncio.to_thread(wait_http, port, "/healthz")
+        attackers = [asyncio.create_task(slowloris()) for _ in range(SLOWLORIS)]
+        try:
+            while connects < SLOWLORIS:  # every attacker holds (or held) a connection
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            answered, slowest = 0, 0.0
+            for _ in range(HEALTHZ_POLLS):
+                t0 = time.monotonic()
+                if status_of(await exchange(port, get("/healthz"))) == 200:
+                    answered += 1
+                slowest = max(slowest, time.monotonic() - t0)
+                await asyncio.sleep(0.02)
+            assert connects >= SLOWLORIS
+            assert answered == HEALTHZ_POLLS, (answered, connects)
+            assert slowest < 2.0, slowest
+            print(
+                f"\nslowloris: {answered}/{HEALTHZ_POLLS} answered, slowest"
+                f" {slowest * 1000:.0f} ms, {connects} attacker connections"
+            )
+        finally:
+            stop.set()
+            for t in attackers:
+                t.cancel()
+            await asyncio.gather(*attackers, return_exceptions=True)
+        assert d.stop() == 0
 
 
 async def test_client_gone_mid_request_and_a_failing_page(tmp_path: Path) -> None:

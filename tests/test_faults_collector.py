@@ -25,6 +25,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.clirun import run_cli
 from tests.daemonproc import TOKEN, DaemonProc, base_config, free_port, wait_http, write_config
 from tests.lab.base import LabThread, StreamServer
 from tests.lab.endpoints import ResetEndpoint
@@ -260,3 +261,36 @@ def test_tls_certificate_from_the_wrong_ca(tmp_path: Path, token_file: Path) -> 
         with Recorder(port=col_port, token=TOKEN, ssl_context=server_ctx(trusted)) as rec:
             wait_delivered_all(d, port, lambda: accepted_ids(rec))
             assert d.stop() == 0
+
+
+def test_private_ca_without_ca_file_names_the_fix(tmp_path: Path, token_file: Path) -> None:
+    """A collector whose certificate comes from a private CA, and no ``ca_file``: the log
+    line, ``/status/daemon`` and ``acme-preflight status`` all say to set
+    ``[collector] ca_file``; once it is set and reloaded, the reports go out."""
+    import ssl
+
+    private = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    private.issue_cert("127.0.0.1").configure_cert(ctx)
+    port, col_port = free_port(), free_port()
+    cfg = base_config(
+        tmp_path, f"https://127.0.0.1:{col_port}", token_file=token_file, status_port=port
+    )
+    with (
+        Recorder(port=col_port, token=TOKEN, ssl_context=ctx) as rec,
+        start(tmp_path, cfg) as d,
+    ):
+        delivery = wait_failing(d, port, "tls")
+        assert "set [collector] ca_file" in delivery["error"], delivery
+        line = d.wait_log(lambda e: "ca_file" in e.get("event", ""))
+        assert line["level"] == "error" and "[collector] ca_file" in line["error"], line
+        shown = run_cli("--config", tmp_path / "config.toml", "status")
+        assert "[collector] ca_file" in shown.stdout, shown.stdout + shown.stderr
+        assert rec.accepted == []
+        ca_file = tmp_path / "collector-ca.pem"
+        private.cert_pem.write_to_path(str(ca_file))
+        cfg["collector"]["ca_file"] = ca_file
+        write_config(tmp_path / "config.toml", cfg)
+        d.signal(signal.SIGHUP)
+        wait_delivered_all(d, port, lambda: accepted_ids(rec))
+        assert d.stop() == 0

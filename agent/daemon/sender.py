@@ -150,6 +150,31 @@ def classify(status: int) -> Verdict:
     return Verdict.UNEXPECTED
 
 
+# OpenSSL verify codes meaning "no trusted CA signed this chain" (X509_V_ERR_*): the
+# fix is a trust anchor, i.e. ``[collector] ca_file``.
+UNTRUSTED_CODES = frozenset({2, 18, 19, 20, 21})
+HOSTNAME_MISMATCH = 62
+
+
+def untrusted_message(e: ssl.SSLCertVerificationError, cfg: CollectorConfig) -> str:
+    """Why the collector's certificate was refused, and the setting that fixes it."""
+    why = f"TLS: the collector's certificate was refused ({e.verify_message or e})"
+    code = e.verify_code
+    if code in UNTRUSTED_CODES:
+        if cfg.ca_file is None:
+            return (
+                f"{why}: it is not signed by a CA in the system store; set [collector] "
+                "ca_file to the PEM file of the CA that signed it (a private CA), then reload"
+            )
+        return (
+            f"{why}: it is not signed by the CA in [collector] ca_file ({cfg.ca_file}); "
+            "point ca_file at the CA that signed the collector's certificate, then reload"
+        )
+    if code == HOSTNAME_MISMATCH:
+        return f"{why}: [collector] url must use a name the certificate carries"
+    return why
+
+
 def gzip_body(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=6, mtime=0)
 
@@ -206,6 +231,8 @@ class Sender:
                 answer = await self._poster_now().post(data, self._headers, MAX_ERROR_BODY)
         except TimeoutError:
             return SendResult(Verdict.RETRY, None, f"timed out after {self.cfg.timeout:g}s")
+        except ssl.SSLCertVerificationError as e:
+            return SendResult(Verdict.RETRY, None, self._clean(untrusted_message(e, self.cfg)))
         except ProtocolError as e:
             return SendResult(Verdict.RETRY, None, self._clean(f"protocol error: {e}"))
         except (OSError, ValueError) as e:

@@ -635,6 +635,13 @@ def _log_failure(log_: Any, result: Any, delay: float, failures: int) -> None:
             "[collector] token_file (or the collector-token credential) and reload",
             **fields,
         )
+    elif "[collector] ca_file" in result.error:
+        # the error says which setting fixes it; the event says the same at a glance
+        log_.error(
+            "COLLECTOR'S TLS CERTIFICATE NOT TRUSTED: reports are kept and retried; "
+            "set [collector] ca_file to the CA that signed it and reload",
+            **fields,
+        )
     elif result.verdict is Verdict.UNEXPECTED:
         log_.error(
             "unexpected answer from the collector (wrong [collector] url?): "

@@ -6,8 +6,10 @@ no framework, and a daemon that never imports aiohttp is several MiB smaller for
 whole life (docs/performance.md). Each connection carries one request and is closed
 after the answer (``Connection: close``). Reading a request is bounded in size
 (``HEAD_MAX``, lines of at most ``LINE_MAX``, ``BODY_MAX``), in time
-(``REQUEST_TIMEOUT``) and in number (``MAX_CLIENTS`` connections at once), with the
-same line reader as the agent's HTTP client (``agent.net.http``). Whatever a client
+(``REQUEST_TIMEOUT``) and in number (``MAX_CLIENTS`` connections at once; when full,
+the connection open longest is closed to make room, so slow clients cannot keep
+``/healthz`` from answering), with the same line reader as the agent's HTTP client
+(``agent.net.http``). Whatever a client
 sends gets an answer (400, 404, 405, 408, 413, 414, 431, 505) or a closed connection,
 never a crash.
 """
@@ -36,11 +38,15 @@ TEXT = "text/plain; charset=utf-8"
 LINE_MAX = 8 * 1024  # one request or header line
 HEAD_MAX = 16 * 1024  # request line and headers together
 BODY_MAX = 1024  # a GET has no body; a small one is read and ignored
-REQUEST_TIMEOUT = 5.0  # the whole request, from the connection being accepted
+# The whole request, from the connection being accepted. A local monitor sends its few
+# bytes at once; a client still sending after this is slow on purpose or broken.
+REQUEST_TIMEOUT = 2.0
 WRITE_TIMEOUT = 5.0  # a client that does not read its answer is dropped
 CLOSE_GRACE = 1.0  # for the client to read the answer and close its side
 LINGER_MAX = 256 * 1024  # unread request bytes discarded before closing
-MAX_CLIENTS = 32  # connections served at once; more are closed at once
+# Connections served at once (a slow one holds about LINE_MAX of buffer: ~4 MiB when
+# full); when full, a new one evicts the oldest still reading its request.
+MAX_CLIENTS = 256
 
 _METHOD = re.compile(rb"[A-Z]{1,20}")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
@@ -222,7 +228,9 @@ class StatusServer:
     def __init__(self, source: StatusSource) -> None:
         self._pages = pages(source)
         self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        # connection task -> still reading its request; oldest first
+        self._clients: dict[asyncio.Task[Any], bool] = {}
+        self.evicted = 0  # connections closed to make room for a newer one
 
     @property
     def port(self) -> int:
@@ -248,15 +256,27 @@ class StatusServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or len(self._clients) >= MAX_CLIENTS:
+        if task is None:
             writer.transport.abort()
             return
-        self._clients.add(task)
+        while len(self._clients) >= MAX_CLIENTS:
+            # Full: the oldest connection still reading its request goes. A client that
+            # sends its request at once is read within milliseconds, so it is never that
+            # one; a slow one holding a slot loses it to the next arrival instead of
+            # blocking it.
+            reading = (t for t, r in self._clients.items() if r)
+            oldest = next(reading, None) or next(iter(self._clients))
+            del self._clients[oldest]
+            oldest.cancel()
+            self.evicted += 1
+        self._clients[task] = True
         try:
             head_only = False
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     request = await read_request(reader)
+                if task in self._clients:  # read: it is answered and leaves within CLOSE_GRACE
+                    self._clients[task] = False
                 head_only = request.method == "HEAD"
                 answer: Answer | None = self.answer(request)
             except TimeoutError:
@@ -278,7 +298,7 @@ class StatusServer:
         except Exception as e:  # never let a client take the endpoint down
             _log.error("status endpoint connection failed", error=repr(e))
         finally:
-            self._clients.discard(task)
+            self._clients.pop(task, None)
             with contextlib.suppress(Exception):
                 writer.transport.abort()
 
