@@ -238,6 +238,7 @@ async def test_mutual_tls_with_ca_file(pki: dict[str, object]) -> None:
     assert ok.verdict is Verdict.DELIVERED
     assert refused.verdict is Verdict.RETRY
     assert unverified.verdict is Verdict.RETRY and "certificate verify failed" in unverified.error
+    assert "set [collector] ca_file" in unverified.error  # the fix, named
     assert len(rec.accepted) == 1
 
 

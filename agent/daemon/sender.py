@@ -158,16 +158,17 @@ HOSTNAME_MISMATCH = 62
 
 def untrusted_message(e: ssl.SSLCertVerificationError, cfg: CollectorConfig) -> str:
     """Why the collector's certificate was refused, and the setting that fixes it."""
-    why = f"TLS: the collector's certificate was refused ({e.verify_message or e})"
+    why = f"TLS: certificate verify failed ({e.verify_message or e})"
     code = e.verify_code
     if code in UNTRUSTED_CODES:
         if cfg.ca_file is None:
             return (
-                f"{why}: it is not signed by a CA in the system store; set [collector] "
-                "ca_file to the PEM file of the CA that signed it (a private CA), then reload"
+                f"{why}: the collector's certificate is not signed by a CA in the system store; "
+                "set [collector] ca_file to the PEM file of the CA that signed it, then reload"
             )
         return (
-            f"{why}: it is not signed by the CA in [collector] ca_file ({cfg.ca_file}); "
+            f"{why}: the collector's certificate is not signed by the CA in [collector] "
+            f"ca_file ({cfg.ca_file}); "
             "point ca_file at the CA that signed the collector's certificate, then reload"
         )
     if code == HOSTNAME_MISMATCH:
