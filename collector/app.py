@@ -17,7 +17,7 @@ from collector import fleet, page, store
 from collector.config import Settings
 from collector.metrics import Metrics
 from collector.tokens import Tokens, from_header
-from collector.validate import ReportError, parse_json, validate
+from collector.validate import MAX_INT, ParamError, ReportError, int_param, parse_json, validate
 
 log = logging.getLogger("acme_preflight.collector")
 
@@ -227,6 +227,9 @@ class Collector:
                 return _error(415 if "unsupported" in str(e) else 400, str(e))
             try:
                 doc = parse_json(body)
+            except ReportError as e:  # a number out of range
+                m.count("invalid_report")
+                return _error(400, f"invalid report: {e}", field=e.field, problem=e.problem)
             except (ValueError, UnicodeDecodeError) as e:
                 m.count("invalid_json")
                 return _error(400, f"the body is not valid JSON: {e}")
@@ -306,19 +309,10 @@ class Collector:
 
     def _paging(self, request: web.Request) -> tuple[int, int | None] | web.Response:
         try:
-            limit = int(request.query.get("limit", DEFAULT_PAGE))
-            if not 1 <= limit <= MAX_PAGE:
-                raise ValueError
-        except ValueError:
-            return _error(400, f"limit: expected an integer 1..{MAX_PAGE}", field="limit")
-        before: int | None = None
-        if "before" in request.query:
-            try:
-                before = int(request.query["before"])
-                if before < 1:
-                    raise ValueError
-            except ValueError:
-                return _error(400, "before: expected a cursor from next_before", field="before")
+            limit = int_param(request.query, "limit", 1, MAX_PAGE, DEFAULT_PAGE)
+            before = int_param(request.query, "before", 1, MAX_INT, 0) or None
+        except ParamError as e:
+            return _error(400, str(e), field=e.field)
         return limit, before
 
     async def get_host_reports(self, request: web.Request) -> web.StreamResponse:

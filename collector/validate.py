@@ -9,7 +9,9 @@ the text, not "before a final newline" as in Python's ``re``).
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 SCHEMA_ID = "acme-preflight.report/1"
@@ -42,6 +44,15 @@ _TIMESTAMP = re.compile(
 ).fullmatch
 _IDENT = re.compile(r"[a-z][a-z0-9_]{0,63}").fullmatch
 
+# Numbers: JSON sets no range, but everything downstream does. A float must be a finite IEEE
+# double (``1e999`` parses as inf, which json.dumps then writes as ``Infinity``: not JSON), an
+# integer must fit SQLite's signed 64 bits. Only a body holding a run of 19 digits or a
+# 3-digit exponent can break either bound, so only such a body takes the slower checked parse.
+MAX_INT = 2**63 - 1
+MIN_INT = -(2**63)
+_LONG_NUMBER = re.compile(rb"[0-9]{19}|[eE][-+]?[0-9]{3}").search
+_MAX_FIELD = 200  # characters of a field path quoted back in an error
+
 
 class ReportError(ValueError):
     """A report that breaks the schema; ``field`` is a path like ``checks[2].status``."""
@@ -61,11 +72,66 @@ def _reject_constant(name: str) -> Any:
 _DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
+class _OutOfRange:
+    """Stands in for a number that breaks the bounds, until its path is known."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _checked_float(text: str) -> float | _OutOfRange:
+    v = float(text)
+    return v if math.isfinite(v) else _OutOfRange("number too large (not a finite double)")
+
+
+def _checked_int(text: str) -> int | _OutOfRange:
+    # length first: int() of more than 4300 digits raises, and costs quadratic time before
+    if len(text) <= 20 and MIN_INT <= (v := int(text)) <= MAX_INT:
+        return v
+    return _OutOfRange(f"integer out of range {MIN_INT}..{MAX_INT}")
+
+
+_DECODE_CHECKED = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_checked_float, parse_int=_checked_int
+).decode
+
+
+def _first_out_of_range(doc: Any) -> tuple[str, _OutOfRange] | None:
+    """The path (``checks[0].details.n``) of the first out-of-range number, depth first."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        path, v = stack.pop()
+        if type(v) is _OutOfRange:
+            return path, v
+        if type(v) is dict:
+            items = [(f"{path}.{k}" if path else k, x) for k, x in v.items()]
+        elif type(v) is list:
+            items = [(f"{path}[{i}]", x) for i, x in enumerate(v)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity); raises ValueError."""
+    """Strict JSON (no NaN/Infinity, numbers in range); raises ValueError.
+
+    A number out of range raises :class:`ReportError` (a ValueError) naming its field.
+    """
     try:
         # as json.loads does for bytes: UTF-8, or UTF-16/32 recognised by their zero bytes
-        doc = _DECODE(body.decode(json.detect_encoding(body), "surrogatepass"))
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        if _LONG_NUMBER(body) is None:
+            doc = _DECODE(text)
+        else:
+            doc = _DECODE_CHECKED(text)
+            if (bad := _first_out_of_range(doc)) is not None:
+                field, number = bad
+                if len(field) > _MAX_FIELD:
+                    field = field[:_MAX_FIELD] + "..."
+                raise ReportError(field, number.problem)
     except RecursionError:
         # '[[[[...' a few thousand deep: json's C scanner gives up with RecursionError,
         # which is not a ValueError and would have been a 500.
@@ -80,6 +146,28 @@ def parse_json(body: bytes) -> Any:
         except RecursionError:
             raise ValueError("nested too deeply") from None
     return doc
+
+
+class ParamError(ValueError):
+    """A query parameter that is not what the endpoint takes; ``field`` is its name."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}").fullmatch
+
+
+def int_param(query: Mapping[str, str], name: str, lo: int, hi: int, default: int) -> int:
+    """``?name=`` as an integer in ``lo..hi`` (ASCII digits only: no sign, space, ``_``)."""
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not _DIGITS(raw) or not lo <= (v := int(raw)) <= hi:
+        raise ParamError(name, f"expected an integer {lo}..{hi}")
+    return v
 
 
 def _is_number(v: object) -> bool:

@@ -493,3 +493,81 @@ async def test_deeply_nested_details_never_break_a_page(
             assert resp.status == 200
     status, data = await post(http, srv, b"[" * 100_000)
     assert status == 400
+
+
+def _strict(text: str) -> Any:
+    def reject(name: str) -> Any:
+        raise ValueError(f"{name} in the answer")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("interval_s", "1e999"),
+        ("dropped_reports", "1" + "0" * 400),
+        ("checks[0].details.n", "-1e999"),
+        ("checks[5].duration_ms", "9" * 400 + ".0"),
+    ],
+)
+async def test_out_of_range_numbers_are_400_and_never_reach_the_listing(
+    srv: Running, http: aiohttp.ClientSession, field: str, raw: str
+) -> None:
+    r = report(host_id="big-numbers")
+    r["dropped_reports"] = 0
+    body = json.dumps(r)
+    key = field.rsplit(".", 1)[-1]
+    old = f'"{key}": 0' if key == "dropped_reports" else None
+    if field == "interval_s":
+        body = body.replace('"interval_s": 60', f'"interval_s": {raw}')
+    elif old:
+        body = body.replace(old, f'"{key}": {raw}')
+    elif key == "n":
+        body = body.replace('"details": {"n": 1}', f'"details": {{"n": {raw}}}', 1)
+    else:
+        head, sep, tail = body.rpartition('"duration_ms": 1.5')
+        body = f'{head}"duration_ms": {raw}{tail}'
+        assert sep
+    status, answer = await post(http, srv, body.encode())
+    assert status == 400, answer
+    assert answer["field"] == field
+    assert stored(srv.db) == 0
+    async with http.get(f"{srv.url}/api/v1/hosts") as resp:
+        assert resp.status == 200
+        assert _strict(await resp.text())["hosts"] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "before=9223372036854775808",
+        "before=" + "9" * 400,
+        "before=0",
+        "before=%D9%A1",  # ARABIC-INDIC DIGIT ONE: int() takes it, the API does not
+        "before=+5",
+        "before=1_0",
+        "before=%205",
+        "limit=" + "9" * 5000,
+        "limit=%EF%BC%95",  # FULLWIDTH DIGIT FIVE
+        "limit=",
+    ],
+)
+async def test_bad_paging_parameters_are_400_naming_them(
+    srv: Running, http: aiohttp.ClientSession, query: str
+) -> None:
+    assert (await post(http, srv, report(host_id="pager")))[0] == 202
+    for path in ("/api/v1/hosts/pager/reports", "/hosts/pager"):
+        async with http.get(f"{srv.url}{path}?{query}") as resp:
+            assert resp.status == 400, (path, await resp.text())
+            answer = await resp.json()
+            assert answer["field"] == query.split("=")[0]
+            assert answer["field"] in answer["error"]
+
+
+async def test_paging_at_the_cursor_bound(srv: Running, http: aiohttp.ClientSession) -> None:
+    assert (await post(http, srv, report(host_id="pager")))[0] == 202
+    page = await get_json(http, f"{srv.url}/api/v1/hosts/pager/reports?before={2**63 - 1}")
+    assert len(page["reports"]) == 1
+    page = await get_json(http, f"{srv.url}/api/v1/hosts/pager/reports?limit=500&before=1")
+    assert page["reports"] == []

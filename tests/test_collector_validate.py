@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -297,3 +298,92 @@ def test_integral_float_counts_as_integer_like_json_schema() -> None:
 def test_parse_json_is_strict(body: bytes) -> None:
     with pytest.raises(ValueError):
         parse_json(body)
+
+
+# ---------------------------------------------------------------- numbers out of range
+
+
+def _with(path: str, raw: str) -> bytes:
+    """A valid report with the JSON number text ``raw`` at ``path`` (a placeholder swapped)."""
+    r = report()
+    target: Any = r
+    *parents, last = path.split(".")
+    for p in parents:
+        target = target["checks"][int(p[7:-1])] if p.startswith("checks[") else target[p]
+    target[last] = "@NUMBER@"
+    return json.dumps(r).replace('"@NUMBER@"', raw).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "problem"),
+    [
+        ("interval_s", "1e999", "finite"),
+        ("interval_s", "-1E+400", "finite"),
+        ("interval_s", "1" * 400 + ".5", "finite"),
+        ("dropped_reports", "9" * 400, "integer out of range"),
+        ("dropped_reports", "9" * 5000, "integer out of range"),  # past int()'s 4300 digits
+        ("dropped_reports", str(2**63), "integer out of range"),
+        ("checks[0].duration_ms", "1e309", "finite"),
+        ("checks[3].details.n", str(-(2**63) - 1), "integer out of range"),
+    ],
+)
+def test_out_of_range_numbers_are_rejected_naming_the_field(
+    path: str, raw: str, problem: str
+) -> None:
+    with pytest.raises(ReportError) as e:
+        parse_json(_with(path, raw))
+    assert e.value.field == path
+    assert problem in e.value.problem
+    assert len(str(e.value)) < 120  # a 5000-digit number is not quoted back
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (str(2**63 - 1), 2**63 - 1),
+        (str(-(2**63)), -(2**63)),
+        ("1.7976931348623157e308", 1.7976931348623157e308),
+        ("1e-999", 0.0),  # underflow is a finite zero
+        ("0.000000000000000000001", 1e-21),
+        ("123456789012345678", 123456789012345678),
+    ],
+)
+def test_numbers_at_the_bounds_are_kept(raw: str, value: float) -> None:
+    doc = parse_json(_with("checks[1].details.n", raw))
+    assert doc["checks"][1]["details"]["n"] == value
+    assert validate(doc) is doc
+
+
+def test_long_digit_runs_in_strings_are_not_numbers() -> None:
+    r = report()
+    r["checks"][0]["details"] = {"fingerprint": "1" * 64, "e": "1e999"}
+    assert parse_json(json.dumps(r).encode()) == r
+
+
+def test_a_long_key_is_cut_in_the_field_name() -> None:
+    body = b'{"details": {"%s": 1e999}}' % (b"k" * 10_000)
+    with pytest.raises(ReportError) as e:
+        parse_json(body)
+    assert e.value.field.startswith("details.kkk") and len(e.value.field) <= 203
+
+
+NUMBER_TEXT = (
+    st.integers().map(str)
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.from_regex(r"-?[1-9][0-9]{0,30}(\.[0-9]{1,30})?[eE][-+]?[0-9]{1,4}", fullmatch=True)
+)
+
+
+@given(NUMBER_TEXT, st.sampled_from(["interval_s", "n"]))
+@settings(max_examples=300)
+def test_every_parsed_number_round_trips_as_strict_json(raw: str, key: str) -> None:
+    try:
+        doc = parse_json(b'{"%s": %s}' % (key.encode(), raw.encode()))
+    except ReportError as e:
+        assert e.field == key
+        big = abs(float(raw)) >= 2**63 if "e" not in raw.lower() and "." not in raw else True
+        assert big  # only an integer past 64 bits or a float past the double's range
+        return
+    # what is accepted can be written back as strict JSON (no Infinity) and bound by SQLite
+    json.dumps(doc, allow_nan=False)
+    sqlite3.connect(":memory:").execute("SELECT ?", (doc[key],))

@@ -16,11 +16,11 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import psutil
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.collectorutil import TOKEN, TOKENS_TEXT, ServerProcess, report, server_process
@@ -34,6 +34,13 @@ SLOW = settings(max_examples=3000, deadline=None, suppress_health_check=list(Hea
 MIB = 1024 * 1024
 RSS_GROWTH_MAX = 64 * MIB  # the body limit is 1 MiB; a leak or an unbounded buffer shows here
 OK_STATUSES = {200, 202, 400, 401, 403, 413, 415}
+
+
+def strict_json(data: bytes) -> Any:
+    def reject(name: str) -> Any:
+        raise AssertionError(f"{name} in a JSON answer")
+
+    return json.loads(data, parse_constant=reject)
 
 
 class Client:
@@ -107,6 +114,8 @@ class Client:
         ):
             status, answer = self.request("GET", path, None, h)
             assert status == 200, f"GET {path}: HTTP {status}: {answer[:300]!r}"
+            if path.startswith("/api/"):
+                strict_json(answer)  # no Infinity/NaN a strict parser would refuse
 
     def rss(self) -> int:
         return int(self.proc.memory_info().rss)
@@ -222,6 +231,99 @@ def test_random_bytes_are_never_a_server_error(
 ) -> None:
     status, _ = client.post(data, encoding=encoding, compress=False)
     assert status in OK_STATUSES
+
+
+# Number text of every shape: huge and tiny exponents, long mantissas, 64-bit edges.
+NUMBER_TEXT = (
+    st.integers().map(str)
+    | st.sampled_from([str(2**63 - 1), str(2**63), str(-(2**63)), str(-(2**63) - 1)])
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.from_regex(r"-?[1-9][0-9]{0,400}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,5})?", fullmatch=True)
+)
+NUMBER_FIELDS = st.sampled_from(
+    ["interval_s", "dropped_reports", "duration_ms", "details", "details-list"]
+)
+
+
+EDGE_NUMBERS = ["1e999", "-1e999", "1e309", "1" + "0" * 400, "9" * 400 + ".0", str(2**63)]
+
+
+@FAST
+@given(NUMBER_FIELDS, NUMBER_TEXT | st.sampled_from(EDGE_NUMBERS))
+@example("interval_s", "1e999")  # was stored as inf: the listing then said Infinity
+@example("interval_s", "1" + "0" * 400)  # was a 500 (float() overflow)
+@example("details", "-1e999")
+def test_numbers_of_any_size_are_stored_or_refused_naming_the_field(
+    client: Client, where: str, raw: str
+) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["report_id"] = str(uuid.uuid4())
+    if where in ("interval_s", "dropped_reports"):
+        doc[where] = "@N@"
+        field = where
+    elif where == "duration_ms":
+        doc["checks"][1]["duration_ms"] = "@N@"
+        field = "checks[1].duration_ms"
+    elif where == "details":
+        doc["checks"][2]["details"] = {"v": "@N@"}
+        field = "checks[2].details.v"
+    else:
+        doc["checks"][2]["details"] = {"v": [0, {"w": "@N@"}]}
+        field = "checks[2].details.v[1].w"
+    body = json.dumps(doc).replace('"@N@"', raw).encode()
+    status, answer = client.post(body)
+    assert status in (202, 400)
+    if status == 202:
+        client.readable(doc["agent"]["host_id"])
+    elif strict_json(answer).get("field") != field:
+        # only the schema's own rules may refuse a number that is in range
+        assert field in ("interval_s", "dropped_reports", "checks[1].duration_ms"), answer
+
+
+QUERY_NAMES = st.sampled_from(["limit", "before", "status", "sort"]) | st.text(max_size=6)
+QUERY_VALUES = (
+    st.text(max_size=20).map(lambda t: quote(t, safe=""))
+    | st.binary(max_size=12).map(lambda b: quote_from_bytes(b, safe=""))
+    | NUMBER_TEXT
+    | st.sampled_from(["", "%", "%zz", "%ED%B3%BF", "+1", "1e3", "0x10", "%D9%A1"])
+)
+READ_PATHS = st.sampled_from(
+    [
+        "/api/v1/hosts",
+        "/api/v1/hosts/{}/reports",
+        "/",
+        "/hosts/{}",
+        "/metrics",
+        "/healthz",
+        "/api/v1/{}",
+        "/{}",
+    ]
+)
+
+
+@FAST
+@given(
+    READ_PATHS,
+    st.sampled_from(["fuzz-host", "%ED%B3%BF", "%00", "%FF%FE", "..", "%2F%2F"])
+    | st.binary(min_size=1, max_size=30).map(lambda b: quote_from_bytes(b, safe="")),
+    st.lists(st.tuples(QUERY_NAMES, QUERY_VALUES), max_size=4),
+    st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+)
+@example("/api/v1/hosts/{}/reports", "fuzz-host", [("before", str(2**63))], "GET")  # was a 500
+@example("/hosts/{}", "fuzz-host", [("before", "9" * 400)], "GET")  # was a 500
+def test_read_endpoints_never_answer_a_server_error(
+    client: Client, template: str, segment: str, params: list[tuple[str, str]], method: str
+) -> None:
+    query = "&".join(f"{quote(k, safe='')}={v}" for k, v in params)
+    path = template.format(segment) + (f"?{query}" if query else "")
+    try:
+        status, answer = client.request(method, path, None, {"Authorization": f"Bearer {TOKEN}"})
+    except http.client.HTTPException:
+        status, answer = 400, b"(closed by the server)"
+    client.assert_alive(status, answer)
+    assert status in {200, 202, 400, 401, 404, 405, 413}, (path, status, answer[:200])
+    if status == 200 and method == "GET" and template.startswith("/api/"):
+        strict_json(answer)
 
 
 @pytest.mark.parametrize("depth", [50, 400, 900, 3000, 100_000])
