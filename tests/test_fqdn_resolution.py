@@ -342,3 +342,58 @@ async def test_end_to_end_fail_bounded_by_timeout(tmp_path: Path, netns_isolated
     # the silent name cost no more than the check's budget
     assert result["duration_ms"] < 1000
     assert wall < 6
+
+
+def test_unreachable_resolver_is_named_not_the_names() -> None:
+    down = ViewAnswer("unreachable", detail="no nameserver reachable")
+    failing = NameReport(
+        "www.example.com",
+        ("config",),
+        HostsAnswer((), ()),
+        "/etc/hosts",
+        down,
+        ViewAnswer("temporary_failure"),
+        LOCAL,
+    )
+    context = {"dns": {"nameservers": ["10.255.255.53"], "from": "/etc/resolv.conf"}}
+    out = evaluate(
+        [failing, _report("hosts.example.com", hosts=("127.0.1.1",))], Discovery(), context
+    )
+    assert out.status is Status.FAIL
+    assert out.reason == "dns_unreachable"
+    assert out.summary.startswith("The resolver (10.255.255.53, from /etc/resolv.conf) cannot be")
+    assert "1 of 2 name(s) do not resolve: www.example.com" in out.summary
+    assert "cannot be reached" in out.remediation and "Publish" not in out.remediation
+    # a resolver that merely times out still reads as the names not resolving
+    slow = NameReport(
+        "slow.example.com",
+        ("config",),
+        HostsAnswer((), ()),
+        "/etc/hosts",
+        ViewAnswer("timeout"),
+        ViewAnswer("timeout"),
+        LOCAL,
+    )
+    assert evaluate([slow], Discovery(), context).reason == "name_unresolvable"
+
+
+async def test_end_to_end_resolver_unreachable(tmp_path: Path, netns_isolated: None) -> None:
+    # The only nameserver has no route (only loopback is up): sendto fails with
+    # ENETUNREACH at once, as on a host whose resolver address is wrong.
+    etc = _etc(tmp_path)
+    etc["resolv.conf"].write_text("nameserver 10.255.255.53\n")
+    cfg = _config(tmp_path, ["hosts-only.example.test", "gone.example.test"])
+    argv = [sys.executable, "-m", "agent", "--config", str(cfg), "check"]
+    rc, out, err = await run_with_etc(etc, [*argv, "--only", "fqdn_resolution", "--json"])
+    result = json.loads(out)["checks"][0]
+    assert rc == 2, err
+    assert result["reason"] == "dns_unreachable", result["summary"]
+    assert result["summary"].startswith(
+        "The resolver (10.255.255.53, from /etc/resolv.conf) cannot be reached: "
+    )
+    assert "gone.example.test" in result["summary"]
+    names = _by_name(result)
+    assert names["gone.example.test"]["dns"]["status"] == "unreachable"
+    assert names["hosts-only.example.test"]["system"]["addresses"] == ["127.0.1.1"]
+    assert "/etc/resolv.conf" in result["remediation"]
+    assert "Publish" not in result["remediation"]

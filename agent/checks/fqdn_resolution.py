@@ -33,6 +33,10 @@ UNRESOLVABLE = "name_unresolvable"
 NON_LOCAL = "non_local_address"
 HOSTS_HIDE_DNS = "hosts_hides_dns"
 NO_NAMES = "no_names"
+# The resolver itself failed (as outbound_https words it): fix it before any name.
+DNS_UNREACHABLE = "dns_unreachable"
+DNS_NO_RESOLVER = "dns_no_resolver"
+_RESOLVER_FAULTS = {"unreachable": DNS_UNREACHABLE, "no_resolver": DNS_NO_RESOLVER}
 
 REMEDIATION = {
     UNRESOLVABLE: (
@@ -49,6 +53,15 @@ REMEDIATION = {
         "getaddrinfo reads /etc/hosts before DNS (nsswitch 'hosts: files dns'), so DNS is "
         "never asked for these names: update or remove the stale /etc/hosts entry, or make "
         "the DNS record agree with it."
+    ),
+    DNS_UNREACHABLE: (
+        "The resolver cannot be reached, so no name can be looked up in DNS: fix the "
+        "nameserver entries in /etc/resolv.conf (or [fqdn] nameservers) and check that UDP "
+        "and TCP port 53 to them are allowed; names in /etc/hosts still resolve."
+    ),
+    DNS_NO_RESOLVER: (
+        "No nameserver is configured, so no name can be looked up in DNS: add one to "
+        "/etc/resolv.conf or set [fqdn] nameservers."
     ),
     NO_NAMES: (
         "List the names the ACME agent will request certificates for in [fqdn] names, or "
@@ -186,6 +199,9 @@ def evaluate(
             by_issue.setdefault(issue, []).append(r)
     details["warnings"] = [i for i in (NON_LOCAL, HOSTS_HIDE_DNS) if i in by_issue]
     failing = by_issue.get(UNRESOLVABLE, [])
+    resolver_down = [r for r in failing if r.dns.status in _RESOLVER_FAULTS]
+    if resolver_down:
+        return _resolver_fault(resolver_down, failing, reports, details)
     if failing:
         timed_out = [r.name for r in failing if r.system.status == TIMEOUT]
         note = f" ({len(timed_out)} timed out)" if timed_out else ""
@@ -226,6 +242,28 @@ def evaluate(
         f"All {len(reports)} name(s) resolve to this host: {_listed([r.name for r in reports])}",
         "ok",
         "",
+        details,
+    )
+
+
+def _resolver_fault(
+    down: Sequence[NameReport],
+    failing: Sequence[NameReport],
+    reports: Sequence[NameReport],
+    details: dict[str, Any],
+) -> Outcome:
+    """A name fails because the resolver cannot be asked: say that, not "no such name"."""
+    reason = _RESOLVER_FAULTS[down[0].dns.status]
+    dns = details.get("dns", {})
+    servers = ", ".join(dns.get("nameservers", [])) or "none"
+    where = f"{servers}, from {dns['from']}" if dns.get("from") else servers
+    problem = "cannot be reached" if reason == DNS_UNREACHABLE else "is not configured"
+    return Outcome(
+        Status.FAIL,
+        f"The resolver ({where}) {problem}: {len(failing)} of {len(reports)} name(s) do not "
+        f"resolve: {_listed([r.name for r in failing])}",
+        reason,
+        REMEDIATION[reason],
         details,
     )
 
