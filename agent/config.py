@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agent.checks import CHECK_NAMES
 from agent.log import LOG_FORMATS
 from agent.redact import redact_text
 from agent.values import (
@@ -31,15 +32,6 @@ from agent.values import (
 
 DEFAULT_PATH = Path("/etc/acme-preflight/config.toml")
 EX_CONFIG = 78
-
-CHECK_NAMES = (
-    "privileges",
-    "outbound_https",
-    "digicert_ip",
-    "fqdn_resolution",
-    "sensor_port",
-    "clock_skew",
-)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -154,6 +146,26 @@ class ClockSkewConfig:
     fail: float = 300.0
 
 
+# CAA issuer domains that mean DigiCert: digicert.com and www.digicert.com cover every
+# DigiCert brand (DigiCert documents both), the rest are its brands' own values.
+DIGICERT_CAA_ISSUERS = (
+    "digicert.com",
+    "www.digicert.com",
+    "thawte.com",
+    "geotrust.com",
+    "rapidssl.com",
+    "symantec.com",
+    "digicert.ne.jp",
+    "cybertrust.ne.jp",
+)
+
+
+@dataclass(frozen=True)
+class CaaConfig:
+    enabled: bool = True
+    issuers: tuple[str, ...] = DIGICERT_CAA_ISSUERS
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
     url: str | None = None
@@ -180,6 +192,7 @@ class Config:
     fqdn: FqdnConfig = field(default_factory=FqdnConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
     clock_skew: ClockSkewConfig = field(default_factory=ClockSkewConfig)
+    caa: CaaConfig = field(default_factory=CaaConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     source: Path | None = None
@@ -407,6 +420,14 @@ def _check_names(value: object) -> tuple[str, ...]:
     return names
 
 
+def _caa_issuer(value: object) -> str:
+    """An issuer domain as CAA records name it (``digicert.com``), compared lowercase."""
+    text = nonempty_string(value)
+    if not is_hostname(text) or "." not in text.strip("."):
+        raise ValueError(f"{text!r} is not an issuer domain like digicert.com")
+    return text.rstrip(".").lower()
+
+
 def _sensor_version(value: object) -> SensorVersion:
     return SensorVersion.parse(string(value))
 
@@ -468,6 +489,10 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
         {"host": _host, "version": _sensor_version, "port": PORT},
     ),
     "clock_skew": (ClockSkewConfig, {"warn": parse_duration, "fail": parse_duration}),
+    "caa": (
+        CaaConfig,
+        {"enabled": boolean, "issuers": str_list(_caa_issuer, allow_empty=False)},
+    ),
     "collector": (
         CollectorConfig,
         {

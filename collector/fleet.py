@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.config import CHECK_NAMES
+from agent.checks import CHECK_NAMES
 from collector.store import HostRow
 
 STATUS_ORDER = ("fail", "error", "warn", "skip", "pass")  # worst first

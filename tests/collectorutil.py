@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.checks import CHECK_NAMES
 from collector.app import Collector
 from collector.config import Settings
 from collector.tokens import Tokens, parse
@@ -27,14 +28,7 @@ WEB01_TOKEN = "web01-token-0123456789abcdef"
 READ_TOKEN = "reader-token-0123456789abcdef"
 TOKENS_TEXT = f"# test tokens\n{TOKEN}\n{WEB01_TOKEN} web-01  # bound\n"
 
-CHECKS = (
-    "privileges",
-    "outbound_https",
-    "digicert_ip",
-    "fqdn_resolution",
-    "sensor_port",
-    "clock_skew",
-)
+CHECKS = CHECK_NAMES
 
 
 def check(name: str, status: str = "pass", **over: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli
+from agent import checks, cli
 from agent import config as config_mod
 from agent.config import (
     EX_CONFIG,
@@ -195,14 +195,9 @@ def test_defaults_match_the_design() -> None:
     assert not cfg.sensor.configured
     assert (cfg.clock_skew.warn, cfg.clock_skew.fail) == (60.0, 300.0)
     assert cfg.collector.url is None
-    assert cfg.agent.checks == (
-        "privileges",
-        "outbound_https",
-        "digicert_ip",
-        "fqdn_resolution",
-        "sensor_port",
-        "clock_skew",
-    )
+    assert cfg.agent.checks == checks.CHECK_NAMES
+    assert cfg.caa.enabled
+    assert cfg.caa.issuers[:2] == ("digicert.com", "www.digicert.com")
     assert cfg.agent.timeout < cfg.agent.interval
 
 
@@ -238,6 +233,8 @@ def test_every_key_of_the_full_file_is_read() -> None:
     s = cfg.sensor
     assert (s.host, s.version, s.port) == ("sensor.example.test", SensorVersion((3, 8, 46)), 8081)
     assert (cfg.clock_skew.warn, cfg.clock_skew.fail) == (30.0, 120.0)
+    assert not cfg.caa.enabled
+    assert cfg.caa.issuers == ("digicert.com", "example-ca.test")
     c = cfg.collector
     assert c.url == "https://collector.example.test:8443/"
     assert c.token_file == Path("/etc/acme-preflight/token")

@@ -48,7 +48,8 @@ def test_demo_fleet_reaches_the_collector(tmp_path: Path) -> None:
     web01 = {c["name"]: c["status"] for c in hosts["web-01"]["checks"]}
     assert hosts["web-01"]["status"] in ("pass", "warn")
     assert {n: s for n, s in web01.items() if n != "privileges"} == dict.fromkeys(
-        ("outbound_https", "digicert_ip", "fqdn_resolution", "sensor_port", "clock_skew"), "pass"
+        ("outbound_https", "digicert_ip", "fqdn_resolution", "caa", "sensor_port", "clock_skew"),
+        "pass",
     )
     for host_id, (check, reason) in BROKEN.items():
         failing = {c["name"]: c for c in hosts[host_id]["failing_checks"]}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent import config
+from agent.checks import CHECK_NAMES
 from agent.context import CheckContext
 from agent.model import CheckResult
 from agent.runner import run_checks
@@ -42,6 +43,7 @@ FAULTS = {
         expect={
             "outbound_https": ("dns_timeout",),
             "digicert_ip": ("dns_unresolved",),
+            "caa": ("caa_lookup_failed",),
             "clock_skew": ("endpoint_unreachable",),
         },
     ),
@@ -50,12 +52,18 @@ FAULTS = {
         expect={
             "outbound_https": ("dns_servfail",),
             "digicert_ip": ("dns_unresolved",),
+            "caa": ("caa_lookup_failed",),
             "clock_skew": ("endpoint_unreachable",),
         },
     ),
     "dns-truncated": Fault(
         dns=DnsMode.TRUNCATED,  # UDP answers carry TC: the resolver must retry over TCP
-        expect={"outbound_https": ("ok",), "digicert_ip": ("ok",), "clock_skew": ("ok",)},
+        expect={
+            "outbound_https": ("ok",),
+            "digicert_ip": ("ok",),
+            "caa": ("ok",),
+            "clock_skew": ("ok",),
+        },
     ),
     "dns-garbage": Fault(
         dns=DnsMode.GARBAGE,  # dnspython drops unparsable datagrams and waits: a timeout
@@ -122,7 +130,7 @@ async def test_checks_return_in_time_with_the_right_reason(
     fault = FAULTS[name]
     results, wall = await run_under(digicert_lab, fault)
     by_name = {r.name: r for r in results}
-    assert set(by_name) == set(config.CHECK_NAMES)
+    assert set(by_name) == set(CHECK_NAMES)
     for r in results:
         assert r.reason not in ("check_crashed", "check_timeout"), (r.name, r.summary)
         assert r.duration_ms <= TIMEOUT * SLACK * 1000, (r.name, r.duration_ms)

@@ -1,28 +1,46 @@
 """The checks: one module each, with one signature ``async def run(ctx) -> Outcome``.
 
-Modules are imported only when their check runs, so ``check --only privileges``
-does not pay for aiohttp or dnspython.
+The modules of this package are the registry: every public module here is a check named
+after its file (helpers would take a leading underscore), so ``CHECK_NAMES`` is found on
+disk, not kept as a copy. Modules are imported only when their check runs, so
+``check --only privileges`` does not pay for aiohttp or dnspython.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from agent.context import CheckContext
-from agent.model import Outcome
+if TYPE_CHECKING:  # agent.context imports agent.config, which imports CHECK_NAMES from here
+    from agent.context import CheckContext
+    from agent.model import Outcome
 
-CheckFn = Callable[[CheckContext], Awaitable[Outcome]]
+CheckFn = Callable[["CheckContext"], Awaitable["Outcome"]]
 
-# Order is the order of the table and the report.
-MODULES: dict[str, str] = {
-    "privileges": "agent.checks.privileges",
-    "outbound_https": "agent.checks.outbound_https",
-    "digicert_ip": "agent.checks.digicert_ip",
-    "fqdn_resolution": "agent.checks.fqdn_resolution",
-    "sensor_port": "agent.checks.sensor_port",
-    "clock_skew": "agent.checks.clock_skew",
-}
+# The order of the table and the report; a check module not listed here goes last.
+REPORT_ORDER = (
+    "privileges",
+    "outbound_https",
+    "digicert_ip",
+    "fqdn_resolution",
+    "caa",
+    "sensor_port",
+    "clock_skew",
+)
+
+
+def _discover() -> tuple[str, ...]:
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    listed = tuple(n for n in REPORT_ORDER if n in found)
+    return listed + tuple(sorted(found - set(listed)))
+
+
+CHECK_NAMES: tuple[str, ...] = _discover()
+
+# name -> module; tests register extra (fake) checks here.
+MODULES: dict[str, str] = {name: f"{__name__}.{name}" for name in CHECK_NAMES}
 
 
 def available() -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 
 from agent.config import split_nameserver
 from agent.net.stream import elapsed_ms
@@ -143,7 +144,7 @@ class DnsResult:
         }
 
 
-def _resolver(servers: Nameservers, budget: float) -> dns.asyncresolver.Resolver:
+def resolver(servers: Nameservers, budget: float) -> dns.asyncresolver.Resolver:
     res = dns.asyncresolver.Resolver(configure=False)
     res.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers.servers]
     # One try per nameserver fits in the budget, so a silent first server cannot
@@ -163,10 +164,23 @@ def _no_nameservers(name: str, rdtype: str, exc: dns.resolver.NoNameservers) -> 
     return "unreachable", f"no nameserver reachable for {name}: {'; '.join(causes) or exc}"
 
 
-async def query(
-    res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget: float
-) -> DnsAnswer:
-    """One query, never raising for a DNS or network condition."""
+@dataclass(frozen=True)
+class Lookup:
+    """One query of any record type: the answer's RRset, or the error word and why."""
+
+    rrset: dns.rrset.RRset | None
+    error: str | None  # None: answered (rrset None means no record of this type)
+    message: str
+    elapsed_ms: float
+    nameserver: str | None = None
+
+
+async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget: float) -> Lookup:
+    """One query within ``budget``, never raising for a DNS or network condition.
+
+    NXDOMAIN is the error word ``nxdomain``; a name that exists without a record of
+    this type is an answer with no RRset.
+    """
     started = time.perf_counter()
     qname = dns.name.from_text(name)  # absolute: no search domains
     try:
@@ -177,26 +191,35 @@ async def query(
             )
     except (dns.exception.Timeout, TimeoutError):
         ms = elapsed_ms(started)
-        return DnsAnswer(
-            rdtype, (), "timeout", f"no DNS answer for {name} {rdtype} within {ms:.0f} ms", ms
-        )
+        return Lookup(None, "timeout", f"no DNS answer for {name} {rdtype} within {ms:.0f} ms", ms)
     except dns.resolver.NXDOMAIN:
-        return DnsAnswer(
-            rdtype, (), "nxdomain", f"{name} does not exist (NXDOMAIN)", elapsed_ms(started)
-        )
+        return Lookup(None, "nxdomain", f"{name} does not exist (NXDOMAIN)", elapsed_ms(started))
     except dns.resolver.NoNameservers as exc:
         word, text = _no_nameservers(name, rdtype, exc)
-        return DnsAnswer(rdtype, (), word, text, elapsed_ms(started))
+        return Lookup(None, word, text, elapsed_ms(started))
     except dns.exception.DNSException as exc:
-        return DnsAnswer(
-            rdtype, (), "error", f"{rdtype} query for {name} failed: {exc}", elapsed_ms(started)
-        )
-    ms = elapsed_ms(started)
+        text = f"{rdtype} query for {name} failed: {exc}"
+        return Lookup(None, "error", text, elapsed_ms(started))
     ns = format_addr(answer.nameserver, answer.port or 53) if answer.nameserver else None
-    if answer.rrset is None:
-        return DnsAnswer(rdtype, (), "no_answer", f"{name} has no {rdtype} record", ms, ns)
-    addrs = tuple(sorted({str(r.address) for r in answer.rrset}))
-    return DnsAnswer(rdtype, addrs, None, f"{name} {rdtype}: {', '.join(addrs)}", ms, ns)
+    return Lookup(answer.rrset, None, "", elapsed_ms(started), ns)
+
+
+async def query(
+    res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget: float
+) -> DnsAnswer:
+    """One address query, never raising for a DNS or network condition."""
+    got = await lookup(res, name, rdtype, budget)
+    ms = got.elapsed_ms
+    if got.error is not None:
+        return DnsAnswer(rdtype, (), got.error, got.message, ms)
+    if got.rrset is None:
+        return DnsAnswer(
+            rdtype, (), "no_answer", f"{name} has no {rdtype} record", ms, got.nameserver
+        )
+    addrs = tuple(sorted({str(r.address) for r in got.rrset}))
+    return DnsAnswer(
+        rdtype, addrs, None, f"{name} {rdtype}: {', '.join(addrs)}", ms, got.nameserver
+    )
 
 
 async def resolve_host(
@@ -213,6 +236,6 @@ async def resolve_host(
         )
         answers = tuple(DnsAnswer(t, (), "no_resolver", msg, 0.0) for t in rdtypes)
         return DnsResult(name, answers, servers, 0.0)
-    res = _resolver(servers, budget)
+    res = resolver(servers, budget)
     found = await asyncio.gather(*(query(res, name, t, budget) for t in rdtypes))
     return DnsResult(name, tuple(found), servers, elapsed_ms(started))

@@ -1,7 +1,8 @@
 """An authoritative DNS server on UDP and TCP (dnspython's message API) with per-name modes.
 
-The zone maps names to IPv4/IPv6 addresses (A and AAAA are answered from it); names
-outside the zone get NXDOMAIN. ``set()`` changes a name's addresses or mode at runtime.
+The zone maps names to IPv4/IPv6 addresses (A and AAAA are answered from it) and, with
+``set_caa()``, to CAA records (RFC 8659 presentation form, ``0 issue "digicert.com"``);
+names outside the zone get NXDOMAIN. ``set()`` changes a name's addresses or mode at runtime.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -67,6 +69,7 @@ class DnsServer(StreamServer):
         super().__init__(host, port)
         self.ttl = ttl
         self.zone: dict[str, list[str]] = {}
+        self.caa: dict[str, list[str]] = {}
         self.modes: dict[str, DnsMode] = {}
         self.override: DnsMode | None = None
         self.queries: list[DnsQuery] = []
@@ -84,16 +87,25 @@ class DnsServer(StreamServer):
         if mode is not None:
             self.modes[key] = DnsMode(mode)
 
+    def set_caa(self, name: str, records: Iterable[str]) -> None:
+        """Serve these CAA records for ``name`` (an empty list: the name exists, no CAA)."""
+        texts = list(records)
+        for text in texts:  # refuse a malformed record here, not as a lab crash mid-test
+            dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CAA, text)
+        self.caa[_key(name)] = texts
+
     def remove(self, name: str) -> None:
         """Drop ``name`` from the zone and forget its mode (it becomes NXDOMAIN)."""
         self.zone.pop(_key(name), None)
+        self.caa.pop(_key(name), None)
         self.modes.pop(_key(name), None)
 
     def mode_for(self, name: str) -> DnsMode:
         key = _key(name)
         if self.override is not None:
             return self.override
-        return self.modes.get(key, DnsMode.ANSWER if key in self.zone else DnsMode.NXDOMAIN)
+        known = key in self.zone or key in self.caa
+        return self.modes.get(key, DnsMode.ANSWER if known else DnsMode.NXDOMAIN)
 
     def queried(self, name: str) -> list[DnsQuery]:
         return [q for q in self.queries if q.name == _key(name)]
@@ -133,12 +145,12 @@ class DnsServer(StreamServer):
             resp.set_rcode(rcode)
             return resp.to_wire()
         version = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(q.rdtype)
-        addresses = [
-            a for a in self.zone.get(name, []) if ipaddress.ip_address(a).version == version
-        ]
-        if addresses:
+        records = [a for a in self.zone.get(name, []) if ipaddress.ip_address(a).version == version]
+        if q.rdtype == dns.rdatatype.CAA:
+            records = self.caa.get(name, [])
+        if records:
             resp.answer.append(
-                dns.rrset.from_text_list(q.name, self.ttl, dns.rdataclass.IN, q.rdtype, addresses)
+                dns.rrset.from_text_list(q.name, self.ttl, dns.rdataclass.IN, q.rdtype, records)
             )
         limit = 65535 if transport == "tcp" else max(512, query.payload if query.edns >= 0 else 0)
         try:
