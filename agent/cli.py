@@ -54,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this check (repeatable)",
     )
 
+    account = sub.add_parser(
+        "account", help="check the CertCentral account through its API ([certcentral])"
+    )
+    account.add_argument("--json", action="store_true", help="print the report as JSON")
+    account.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="run only this check"
+    )
+    account.add_argument(
+        "--fqdn",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a web server name to match against the account's domains (repeatable)",
+    )
+
     sub.add_parser("run", help="run as a daemon: check every interval and report to the collector")
     status = sub.add_parser("status", help="show the last result of the running daemon")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -135,6 +150,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return cmd_check(config, args.json, args.only)
     if args.command == "config":
         return cmd_config(config, args.config_command)
+    if args.command == "account":
+        from agent.account.cli import cmd_account
+
+        return cmd_account(config, args.json, args.only, args.fqdn)
     if args.command == "run":
         from agent.daemon.service import run
 

@@ -24,6 +24,7 @@ from agent.values import (
     choice,
     int_range,
     nonempty_string,
+    number_range,
     path,
     str_list,
     string,
@@ -184,6 +185,22 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class CertCentralConfig:
+    """``[certcentral]``: the CertCentral Services API for the account checks (agent CLI and
+    collector share this section and its parser); ``api_key_file`` holds the key itself."""
+
+    api_key_file: Path | None = None
+    base_url: str = "https://www.digicert.com/services/v2"
+    automation_url: str = "https://caas.digicert.com/automationws/v1"  # "" turns it off
+    ca_file: Path | None = None
+    timeout: float = 30.0
+    interval: float = 3600.0  # collector only
+    expiry_warn: float = 30 * 86400.0
+    container_id: int | None = None
+    min_balance: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -195,6 +212,7 @@ class Config:
     caa: CaaConfig = field(default_factory=CaaConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    certcentral: CertCentralConfig = field(default_factory=CertCentralConfig)
     source: Path | None = None
 
     def secrets(self) -> tuple[str, ...]:
@@ -212,18 +230,18 @@ class Config:
 
 PORT = int_range(1, 65535)
 
-_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
 # A year: longer ones overflow the scheduler's datetime arithmetic (and mean nothing here).
 MAX_DURATION = 365 * 86400.0
 HOST_ID_MAX = 255  # the report schema's limit: a longer one gets every report rejected
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$"
 )
 
 
 def parse_duration(value: object) -> float:
-    """``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or a number of seconds, > 0."""
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"30d"``, ``"250ms"`` or a number of seconds, > 0."""
     if isinstance(value, bool):
         raise ValueError(f'{value!r} is not a duration like "30s", "5m" or 60')
     if isinstance(value, int | float):
@@ -444,6 +462,41 @@ def _positive_int(value: object) -> int:
     return int_range(1, 2**53)(value)
 
 
+def _optional_url(value: object) -> str:
+    """An https:// URL, or an empty string for "off"."""
+    if isinstance(value, str) and not value.strip():
+        return ""
+    return _url(("https",))(value).rstrip("/")
+
+
+def _base_url(value: object) -> str:
+    return _url(("https",))(value).rstrip("/")
+
+
+def _min_balance(value: object) -> float:
+    return number_range(0, 1e12)(value)
+
+
+# [certcentral]: one parser for the agent's config and the collector's (collector/config.py).
+CERTCENTRAL_KEYS: dict[str, Callable[[object], Any]] = {
+    "api_key_file": path,
+    "base_url": _base_url,
+    "automation_url": _optional_url,
+    "ca_file": path,
+    "timeout": parse_duration,
+    "interval": parse_duration,
+    "expiry_warn": parse_duration,
+    "container_id": int_range(1, 2**53),
+    "min_balance": _min_balance,
+}
+
+
+def certcentral_section(raw: object) -> CertCentralConfig:
+    """Parse a ``[certcentral]`` table (the collector's loader uses this too)."""
+    section: CertCentralConfig = _section("certcentral", raw)
+    return section
+
+
 # ------------------------------------------------------------------ the schema
 
 T = TypeVar("T")
@@ -507,9 +560,11 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Callable[[object], Any]]]] = {
         },
     ),
     "status": (StatusConfig, {"listen": parse_listen}),
+    "certcentral": (CertCentralConfig, CERTCENTRAL_KEYS),
 }
 
-SECRET_KEYS = {("collector", "token_file")}  # a path, shown; the token itself never is
+# paths, shown; the token and the API key themselves never are
+SECRET_KEYS = {("collector", "token_file"), ("certcentral", "api_key_file")}
 
 
 def _section(name: str, raw: object) -> Any:

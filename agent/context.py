@@ -38,6 +38,10 @@ class CheckContext:
     def timeout(self) -> float:
         return self.config.agent.timeout
 
+    def secrets(self) -> tuple[str, ...]:
+        """Strings the runner scrubs from every result."""
+        return self.config.secrets()
+
     @property
     def budget(self) -> float:
         """Seconds a check may spend waiting on the network.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from agent import checks
 from agent.context import CheckContext
@@ -15,6 +16,9 @@ from agent.redact import redact_obj, redact_text
 # timeout (at least 50 ms, at most 1 s): a check that stops at its budget gets to report
 # what it found even on a loaded host, and nothing runs longer than timeout + 10%.
 TIMEOUT_GRACE_SHARE = 0.1
+
+# Any context a check takes: the host checks' CheckContext or a subclass (the account checks').
+C = TypeVar("C", bound=CheckContext)
 
 
 def timeout_grace(timeout: float) -> float:
@@ -35,7 +39,7 @@ def selected(ctx: CheckContext, only: Iterable[str] = ()) -> list[str]:
     return [name for name in checks.available() if name in wanted]
 
 
-async def run_check(name: str, fn: checks.CheckFn, ctx: CheckContext) -> CheckResult:
+async def run_check(name: str, fn: Callable[[C], Awaitable[Outcome]], ctx: C) -> CheckResult:
     """One check under its timeout; never raises (except cancellation of the caller)."""
     timeout = ctx.timeout
     started = time.perf_counter()
@@ -64,7 +68,7 @@ async def run_check(name: str, fn: checks.CheckFn, ctx: CheckContext) -> CheckRe
     except Exception as exc:  # the boundary: one broken check never stops the others
         outcome = _crashed(name, exc)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    secrets = ctx.config.secrets()
+    secrets = ctx.secrets()
     if secrets or "://" in repr(outcome):
         outcome = Outcome(
             outcome.status,

@@ -245,6 +245,13 @@ def test_every_key_of_the_full_file_is_read() -> None:
     )
     assert (c.timeout, c.spool_max_reports, c.spool_max_bytes) == (0.25, 500, 1048576)
     assert cfg.status.listen == "[::1]:9775"
+    cc = cfg.certcentral
+    assert cc.api_key_file == Path("/etc/acme-preflight/certcentral.key")
+    assert cc.base_url == "https://certcentral.digicert.eu/services/v2"
+    assert cc.automation_url == "https://caas.example.test/automationws/v1"
+    assert cc.ca_file == Path("/etc/acme-preflight/certcentral-ca.pem")
+    assert (cc.timeout, cc.interval, cc.expiry_warn) == (20.0, 1800.0, 14 * 86400.0)
+    assert (cc.container_id, cc.min_balance) == (77, 500.0)
     # every key of every section really was set (none left at its default)
     raw = tomllib.loads((FIXTURES / "valid-full.toml").read_text())
     for name, (_cls, parsers) in config_mod._SECTIONS.items():
@@ -268,6 +275,7 @@ def test_validate_reports_ok_for_a_valid_file() -> None:
         ("1.5m", 90.0),
         (" 10 s ", 10.0),
         ("45", 45.0),
+        ("30d", 30 * 86400.0),
         (60, 60.0),
         (0.5, 0.5),
     ],
@@ -277,7 +285,7 @@ def test_durations(text: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "5 minutes", "-5s", "5d", "1h30m", "0", 0, -1, True, [], float("inf"), float("nan")]
+    "bad", ["", "5 minutes", "-5s", "5w", "1h30m", "0", 0, -1, True, [], float("inf"), float("nan")]
 )
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):

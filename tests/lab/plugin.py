@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.base import LabThread
+from tests.lab.certcentral import CertCentralLab
 from tests.lab.digicert import DigicertLab
 from tests.lab.netns import assert_netns_isolated
 from tests.lab.pki import LabPki, make_pki
@@ -69,3 +70,15 @@ def digicert_lab(
     with DigicertLab(lab_pki, workdir) as lab:
         monkeypatch.setenv("SSL_CERT_FILE", str(lab.ca_bundle))
         yield lab
+
+
+@pytest.fixture
+def certcentral_lab(
+    lab_pki: LabPki, lab_thread: LabThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CertCentralLab]:
+    """The CertCentral stand-in on 127.0.0.30 (a free port) with every fixture account;
+    ``certcentral_lab.ca_bundle`` is the CA file to put in ``[certcentral] ca_file``."""
+    assert_netns_isolated()
+    lab = lab_thread.start(CertCentralLab(lab_pki))
+    lab.ca_bundle = lab_pki.write_bundle(tmp_path_factory.mktemp("certcentral") / "ca.pem")
+    yield lab
