@@ -295,7 +295,12 @@ class CertCentral:
                     proxy_headers=proxy_headers,
                     allow_redirects=False,
                 ) as resp:
-                    raw = await resp.content.read(self.max_answer + 1)
+                    raw = bytearray()
+                    while len(raw) <= self.max_answer:  # read(n) gives at most n bytes
+                        chunk = await resp.content.read(self.max_answer + 1 - len(raw))
+                        if not chunk:
+                            break
+                        raw += chunk
                     status, headers = resp.status, dict(resp.headers)
         except TimeoutError:
             raise ApiError(
@@ -320,7 +325,7 @@ class CertCentral:
                 status=status,
             )
         try:
-            data: object = json.loads(raw) if raw else None
+            data: object = json.loads(bytes(raw)) if raw else None
         except (ValueError, RecursionError):
             data = None
             if 200 <= status < 300:
