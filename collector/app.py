@@ -9,13 +9,14 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from collector import fleet, page, store
+from collector import fleet, page, store, summary
 from collector.config import Settings
 from collector.metrics import Metrics
+from collector.readcache import ReadCache
 from collector.tokens import Tokens, from_header
 from collector.validate import MAX_INT, ParamError, ReportError, int_param, parse_json, validate
 
@@ -25,6 +26,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+
+
+SAMPLE_INTERVAL_S = 60.0  # the readiness chart keeps the last sample of each hour
+T = TypeVar("T")
+
+
+def _in_transaction(conn: Any, fn: Callable[..., Any], *args: Any) -> None:
+    """``fn(conn, *args)`` in one write transaction on the writer's connection."""
+    conn.execute("BEGIN IMMEDIATE")
+    fn(conn, *args)
+    conn.execute("COMMIT")
 
 
 class TooLarge(Exception):
@@ -103,6 +115,14 @@ class Collector:
         self._writer: store.Writer | None = None
         self._reader: store.Reader | None = None
         self._prune_task: asyncio.Task[None] | None = None
+        self._sample_task: asyncio.Task[None] | None = None
+        # bumped by every group this process commits: cached reads older than it are stale
+        self.generation = 0
+        self.read_cache = ReadCache()
+        # Extra fleet-page sections and per-host grid columns (collector.page.Column), for
+        # modules such as the account panel: fragments of escaped HTML.
+        self.page_panels: list[str] = []
+        self.page_columns: list[page.Column] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -117,14 +137,16 @@ class Collector:
         self._writer = store.Writer(conn, loop, self._on_batch, clock=self.clock, lock_path=lock)
         self._writer.start()
         self._reader = store.Reader(db)
-        if self.worker == 0:  # one worker prunes for all
+        if self.worker == 0:  # one worker prunes (and samples the chart) for all
             self._prune_task = asyncio.create_task(self._prune_loop())
+            self._sample_task = asyncio.create_task(self._sample_loop())
 
     async def stop(self) -> None:
-        if self._prune_task is not None:
-            self._prune_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prune_task
+        for task in (self._prune_task, self._sample_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._writer is not None:
             await self._writer.stop()
         if self._reader is not None:
@@ -141,6 +163,7 @@ class Collector:
         return self._reader
 
     def _on_batch(self, stats: store.BatchStats) -> None:
+        self.generation += 1
         self.metrics.batch_size.observe(stats.reports)
         self.metrics.commit_seconds.observe(stats.seconds)
 
@@ -153,6 +176,7 @@ class Collector:
         ingest groups, so ingest never waits for more than one chunk.
         """
         cutoff = self.clock() - self.settings.retention_days * 86400
+        await self.writer.call(lambda conn: _in_transaction(conn, summary.prune_events, cutoff))
         total = 0
         while True:
             n = await self.writer.call(lambda conn: store.prune_chunk(conn, cutoff))
@@ -171,6 +195,24 @@ class Collector:
                     log.info("retention pruned %d reports", n)
             except Exception:
                 log.exception("retention pruning failed; will retry")
+
+    async def sample(self) -> dict[str, int]:
+        """Record the fleet's hosts per state for this hour's point of the readiness chart."""
+        st = self._staleness()
+        states = await self.reader.run(lambda conn: summary.current_states(conn, st))
+        hour = int(st.now // 3600)
+        await self.writer.call(
+            lambda conn: _in_transaction(conn, summary.record_sample, hour, states)
+        )
+        return states
+
+    async def _sample_loop(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception:
+                log.exception("sampling the readiness chart failed; will retry")
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     # ------------------------------------------------------------ auth
 
@@ -249,6 +291,7 @@ class Collector:
                 doc["status"],
                 float(interval) if interval is not None else None,
                 body,
+                summary.HostSummary.from_report(doc),
             )
             try:
                 stored = await self.writer.submit(record)
@@ -277,35 +320,71 @@ class Collector:
 
     # ------------------------------------------------------------ reads
 
-    async def _views(self) -> list[fleet.HostView]:
-        now = self.clock()
+    def _staleness(self) -> summary.Staleness:
         s = self.settings
-        # parsed on the reader thread: off the event loop, and on a shallow stack
-        return await self.reader.run(
-            lambda conn: [
-                fleet.host_view(r, now, s.stale_intervals, s.default_interval_s)
-                for r in store.hosts(conn)
-            ]
+        return summary.Staleness(self.clock(), s.stale_intervals, s.default_interval_s)
+
+    async def _cached(self, key: str, produce: Callable[[Any], T]) -> T:
+        """``produce(conn)`` on a reader thread, shared by identical requests in flight and
+        reused while nothing was committed here since (for at most a second)."""
+        # the clock's second is part of the key: staleness and "5 min ago" follow the clock
+        return await self.read_cache.get(
+            f"{key}@{int(self.clock())}", self.generation, lambda: self.reader.run(produce)
         )
 
     async def get_hosts(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request)) is not None:
             return denied
-        status_filter = request.query.get("status", "all")
-        if status_filter not in fleet.FILTERS:
-            return _error(
-                400, f"status: expected one of {', '.join(fleet.FILTERS)}", field="status"
-            )
-        views = await self._views()
-        shown = [v for v in fleet.sort_views(views, "host") if fleet.matches(v, status_filter)]
-        return _json(
-            200,
-            {
-                "generated_at": fleet.iso(self.clock()),
-                "counts": fleet.counts(views),
-                "hosts": [v.to_json() for v in shown],
-            },
-        )
+        try:
+            q = fleet.parse_query(request.query)
+        except summary.QueryError as e:
+            return _error(400, str(e), field=e.field)
+        st = self._staleness()
+
+        def produce(conn: Any) -> bytes:
+            lines, nxt, matching = summary.list_hosts(conn, q, st)
+            counts, stale = summary.counts(conn, st)
+            doc = {
+                "generated_at": fleet.iso(st.now),
+                "counts": {**counts, "stale": stale},
+                "matching": matching,
+                "hosts": [fleet.line_json(line, st.now) for line in lines],
+                "next_cursor": nxt,
+            }
+            return json.dumps(doc, ensure_ascii=False).encode()
+
+        body = await self._cached("hosts?" + request.query_string, produce)
+        return web.Response(body=body, content_type=JSON)
+
+    async def get_problems(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        raw = request.query.get("limit", "100")
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+            return _error(400, f"limit: expected an integer 1..{fleet.MAX_PROBLEMS}", field="limit")
+        limit = int(raw)
+        if not 1 <= limit <= fleet.MAX_PROBLEMS:
+            return _error(400, f"limit: expected an integer 1..{fleet.MAX_PROBLEMS}", field="limit")
+        st = self._staleness()
+
+        def produce(conn: Any) -> bytes:
+            groups, total = summary.problems(conn, limit)
+            _, stale = summary.counts(conn, st)
+            doc = {
+                "generated_at": fleet.iso(st.now),
+                "groups": total,
+                "problems": [fleet.problem_json(p) for p in groups],
+                "stale": {
+                    "hosts": stale,
+                    "sample": [
+                        {"host_id": h, "name": n} for h, n in summary.stale_sample(conn, st)
+                    ],
+                },
+            }
+            return json.dumps(doc, ensure_ascii=False).encode()
+
+        body = await self._cached(f"problems?{limit}", produce)
+        return web.Response(body=body, content_type=JSON)
 
     def _paging(self, request: web.Request) -> tuple[int, int | None] | web.Response:
         try:
@@ -346,33 +425,29 @@ class Collector:
         )
         return web.Response(body=body, content_type=JSON)
 
-    def _refresh(self, views: list[fleet.HostView]) -> int:
+    def _refresh(self, min_interval: float | None) -> int:
         if self.settings.page_refresh_s:
             return max(1, round(self.settings.page_refresh_s))
-        intervals = [v.interval_s or self.settings.default_interval_s for v in views]
-        return int(min(300, max(10, min(intervals, default=60))))
+        interval = min_interval or self.settings.default_interval_s
+        return int(min(300, max(10, interval)))
 
     async def get_page(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request, html=True)) is not None:
             return denied
-        status_filter = request.query.get("status", "all")
-        if status_filter not in fleet.FILTERS:
-            status_filter = "all"
-        sort = request.query.get("sort", "status")
-        if sort not in fleet.SORTS:
-            sort = "status"
-        views = await self._views()
-        shown = [v for v in fleet.sort_views(views, sort) if fleet.matches(v, status_filter)]
-        html = page.fleet_page(
-            shown,
-            fleet.check_columns(views),
-            fleet.counts(views),
-            status_filter,
-            sort,
-            self._refresh(views),
-            self.clock(),
-        )
-        return web.Response(text=html, content_type="text/html")
+        try:
+            q = fleet.parse_query(request.query)
+        except summary.QueryError as e:
+            return web.Response(status=400, text=page.error_page(str(e)), content_type="text/html")
+        st = self._staleness()
+        panels, columns = self.page_panels, self.page_columns
+
+        def produce(conn: Any) -> bytes:
+            view = fleet.fleet_view(conn, q, st)
+            html = page.fleet_page(view, self._refresh(view.min_interval), panels, columns)
+            return html.encode()
+
+        body = await self._cached("page?" + request.query_string, produce)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def get_host_page(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request, html=True)) is not None:
@@ -382,10 +457,11 @@ class Collector:
         if isinstance(paging, web.Response):
             return paging
         limit, before = paging
-        row, rows = await self.reader.run(
+        row, rows, events = await self.reader.run(
             lambda conn: (
                 store.host(conn, host_id),
                 store.host_reports(conn, host_id, limit + 1, before),
+                summary.timeline(conn, host_id),
             )
         )
         if row is None:
@@ -396,20 +472,25 @@ class Collector:
         view = fleet.host_view(row, self.clock(), s.stale_intervals, s.default_interval_s)
         more = len(rows) > limit
         rows = rows[:limit]
-        html = page.host_page(view, rows, rows[-1].id if more else None, self._refresh([view]))
+        html = page.host_page(
+            view,
+            rows,
+            rows[-1].id if more else None,
+            self._refresh(view.interval_s),
+            events,
+            self.clock(),
+        )
         return web.Response(text=html, content_type="text/html")
 
     async def get_metrics(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request)) is not None:
             return denied
-        s = self.settings
-        counts, stale = await self.reader.run(
-            lambda conn: store.host_counts(
-                conn, self.clock(), s.stale_intervals, s.default_interval_s
-            )
+        st = self._staleness()
+        (counts, stale), groups = await self.reader.run(
+            lambda conn: (summary.counts(conn, st), summary.problem_counts(conn))
         )
         return web.Response(
-            text=self.metrics.render(counts, stale),
+            text=self.metrics.render(counts, stale, [g[:4] for g in groups]),
             content_type="text/plain",
             headers={"X-Content-Type-Options": "nosniff"},
             charset="utf-8",
@@ -443,6 +524,7 @@ class Collector:
         t = self._timed
         app.router.add_post("/api/v1/reports", self.post_report)
         app.router.add_get("/api/v1/hosts", t("hosts", self.get_hosts))
+        app.router.add_get("/api/v1/problems", t("problems", self.get_problems))
         app.router.add_get(
             r"/api/v1/hosts/{host_id:[^/]+}/reports", t("host_reports", self.get_host_reports)
         )

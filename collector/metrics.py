@@ -1,4 +1,4 @@
-"""Prometheus text exposition for the collector, without a client library at run time.
+"""The collector's metrics, formatted by agent.promtext (shared with the daemon).
 
 Every figure lives in a row of float64 slots. One process keeps its row in private memory;
 with ``workers > 1`` the rows of all workers share one anonymous memory map (created before
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import bisect
 import mmap
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
+
+from agent import promtext
 
 if TYPE_CHECKING:
     Row = memoryview[float]  # float64 slots
@@ -33,29 +35,19 @@ INGEST_OUTCOMES = (
     "invalid_report",
     "unavailable",
 )
-HANDLERS = ("ingest", "hosts", "host_reports", "page", "host_page", "metrics", "healthz")
+HANDLERS = (
+    "ingest",
+    "hosts",
+    "problems",
+    "host_reports",
+    "page",
+    "host_page",
+    "metrics",
+    "healthz",
+)
+MAX_PROBLEM_SERIES = 100
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(pairs: Mapping[str, str]) -> str:
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items()) + "}"
-
-
-def _num(v: float) -> str:
-    if v == float("inf"):
-        return "+Inf"
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
-def _count(v: float) -> str:
-    return str(int(v))
 
 
 class Histogram:
@@ -85,14 +77,11 @@ class Histogram:
     def sum(self) -> float:
         return sum(r[self._n] for r in self._rows)
 
-    def lines(self, name: str, labels: Mapping[str, str]) -> Iterable[str]:
-        cumulative = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else _num(float(bound))
-            yield f"{name}_bucket{_labels({**labels, 'le': le})} {cumulative}"
-        yield f"{name}_sum{_labels(labels)} {_num(self.sum)}"
-        yield f"{name}_count{_labels(labels)} {cumulative}"
+    def series(
+        self, labels: promtext.Labels
+    ) -> tuple[promtext.Labels, tuple[float, ...], list[int], float]:
+        """This histogram as one series of :meth:`agent.promtext.Exposition.histogram`."""
+        return labels, self.bounds, self.counts, self.sum
 
 
 class _Counters(Mapping[str, int]):
@@ -165,38 +154,70 @@ class Metrics:
     def observe_request(self, handler: str, seconds: float) -> None:
         self.latency[handler].observe(seconds)
 
-    def render(self, hosts_by_status: Mapping[str, int], stale: int) -> str:
-        p = PREFIX
-        out = [
-            f"# HELP {p}reports_received_total Report submissions by outcome.",
-            f"# TYPE {p}reports_received_total counter",
-        ]
-        out += [f'{p}reports_received_total{{outcome="{k}"}} {v}' for k, v in self.ingest.items()]
-        out += [
-            f"# HELP {p}hosts Hosts by the status of their latest report.",
-            f"# TYPE {p}hosts gauge",
-        ]
-        for status in ("pass", "skip", "warn", "error", "fail"):
-            out.append(f'{p}hosts{{status="{status}"}} {hosts_by_status.get(status, 0)}')
-        out += [
-            f"# HELP {p}hosts_stale Hosts with no report for stale_intervals of their interval.",
-            f"# TYPE {p}hosts_stale gauge",
-            f"{p}hosts_stale {stale}",
-            f"# HELP {p}request_duration_seconds HTTP request handling time by handler.",
-            f"# TYPE {p}request_duration_seconds histogram",
-        ]
-        for handler, h in sorted(self.latency.items()):
-            if sum(h.counts):  # only handlers that have served a request
-                out += h.lines(f"{p}request_duration_seconds", {"handler": handler})
-        out += [
-            f"# HELP {p}commit_batch_reports Reports committed per database transaction.",
-            f"# TYPE {p}commit_batch_reports histogram",
-            *self.batch_size.lines(f"{p}commit_batch_reports", {}),
-            f"# HELP {p}commit_duration_seconds Time to insert and commit one group of reports.",
-            f"# TYPE {p}commit_duration_seconds histogram",
-            *self.commit_seconds.lines(f"{p}commit_duration_seconds", {}),
-            f"# HELP {p}reports_pruned_total Reports deleted by retention.",
-            f"# TYPE {p}reports_pruned_total counter",
-            f"{p}reports_pruned_total {self.pruned}",
-        ]
-        return "\n".join(out) + "\n"
+    def render(
+        self,
+        hosts_by_status: Mapping[str, int],
+        stale: int,
+        problems: Sequence[tuple[str, str, str, int]] = (),
+    ) -> str:
+        """``problems``: (check, reason, status, hosts) groups, biggest first; only the first
+        MAX_PROBLEM_SERIES get their own series (bounded cardinality, never per host)."""
+        exp = promtext.Exposition(PREFIX)
+        exp.family(
+            "reports_received_total",
+            "counter",
+            "Report submissions by outcome.",
+            [({"outcome": k}, v) for k, v in self.ingest.items()],
+        )
+        exp.family(
+            "hosts",
+            "gauge",
+            "Hosts by the status of their latest report.",
+            [
+                ({"status": s}, hosts_by_status.get(s, 0))
+                for s in ("pass", "skip", "warn", "error", "fail")
+            ],
+        )
+        exp.family(
+            "hosts_stale",
+            "gauge",
+            "Hosts with no report for stale_intervals of their interval.",
+            [({}, stale)],
+        )
+        shown = problems[:MAX_PROBLEM_SERIES]
+        exp.family(
+            "hosts_problem",
+            "gauge",
+            "Hosts whose latest report has this check in this status for this reason.",
+            [({"check": c, "reason": r, "status": s}, n) for c, r, s, n in shown],
+        )
+        exp.family(
+            "problem_groups",
+            "gauge",
+            "Distinct (check, reason, status) problems in the fleet (hosts_problem shows "
+            f"the {MAX_PROBLEM_SERIES} biggest).",
+            [({}, len(problems))],
+        )
+        exp.histogram(
+            "request_duration_seconds",
+            "HTTP request handling time by handler.",
+            # only handlers that have served a request
+            [h.series({"handler": n}) for n, h in sorted(self.latency.items()) if sum(h.counts)],
+        )
+        exp.histogram(
+            "commit_batch_reports",
+            "Reports committed per database transaction.",
+            [self.batch_size.series({})],
+        )
+        exp.histogram(
+            "commit_duration_seconds",
+            "Time to insert and commit one group of reports.",
+            [self.commit_seconds.series({})],
+        )
+        exp.family(
+            "reports_pruned_total",
+            "counter",
+            "Reports deleted by retention.",
+            [({}, self.pruned)],
+        )
+        return exp.text()

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from collector import summary
+
 T = TypeVar("T")
 
 # Each entry moves the schema from version i to i+1 (PRAGMA user_version); never edit one
@@ -53,6 +55,7 @@ MIGRATIONS: tuple[str, ...] = (
         interval_s REAL
     ) WITHOUT ROWID;
     """,
+    summary.SCHEMA,  # the fleet views' summary rows (collector/summary.py)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -90,6 +93,8 @@ class Record:
     status: str
     interval_s: float | None
     body: bytes
+    # what the fleet views keep of the report (None: the host's summary row is not updated)
+    brief: summary.HostSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,14 @@ def migrate(conn: sqlite3.Connection) -> int:
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if target == 2:  # hosts stored before the summary tables existed
+                summary.backfill(
+                    conn,
+                    conn.execute(
+                        "SELECT h.host_id, h.status, h.last_seen, h.interval_s, r.body "
+                        "FROM hosts h JOIN reports r ON r.id = h.latest_id"
+                    ).fetchall(),
+                )
             conn.execute(f"PRAGMA user_version={target}")
             conn.execute("COMMIT")
         except BaseException:
@@ -295,6 +308,7 @@ class Writer:
         conn = self._conn
         now = self._clock()  # taken in our turn: received_at follows commit order
         latest: dict[str, tuple[str, str, float, str, float | None]] = {}
+        fresh: dict[str, summary.Fresh] = {}
         try:
             # IMMEDIATE: take the write lock now; a deferred transaction that must upgrade
             # can fail with SQLITE_BUSY at once, without waiting in the busy handler
@@ -317,9 +331,16 @@ class Writer:
                 results.append(True)
                 rows.append((rec.report_id, rec.host_id, now, rec.status, rec.body))
                 latest[rec.host_id] = (rec.host_id, rec.report_id, now, rec.status, rec.interval_s)
+                if rec.brief is not None:
+                    fresh[rec.host_id] = summary.Fresh(
+                        rec.host_id, rec.report_id, rec.status, rec.interval_s, rec.brief
+                    )
+                else:
+                    fresh.pop(rec.host_id, None)
             if rows:
                 conn.executemany(_INSERT, rows)
                 conn.executemany(_UPSERT_HOST, latest.values())
+                summary.write(conn, list(fresh.values()), now)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -1,7 +1,7 @@
 """The daemon's counters and gauges, rendered as Prometheus text exposition (format 0.0.4).
 
-Written by hand rather than with prometheus_client: a dozen series do not justify
-a runtime dependency. Every name starts with ``acme_preflight_``.
+Formatted by agent.promtext (shared with the collector). Every name starts with
+``acme_preflight_``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agent import promtext
 from agent.model import Status
 
 PREFIX = "acme_preflight_"
@@ -140,15 +141,11 @@ class Metrics:
         }
 
     def render(self) -> str:
-        out: list[str] = []
+        exp = promtext.Exposition(PREFIX)
 
-        def family(name: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> None:
+        def family(name: str, samples: Iterable[promtext.Sample]) -> None:
             kind, text = METRICS[name]
-            full = PREFIX + name
-            out.append(f"# HELP {full} {text}")
-            out.append(f"# TYPE {full} {kind}")
-            for labels, value in samples:
-                out.append(f"{full}{_labels(labels)} {_num(value)}")
+            exp.family(name, kind, text, samples)
 
         family(
             "build_info",
@@ -190,7 +187,7 @@ class Metrics:
         family("spool_errors_total", [({}, self.spool_errors)])
         if self.spool_error:
             family("last_spool_error_info", [({"kind": self.spool_error_kind}, 1)])
-        return "\n".join(out) + "\n"
+        return exp.text()
 
 
 def delivery_error_kind(error: str, http_status: int | None) -> str:
@@ -225,20 +222,3 @@ def _code(status: object) -> int:
         return Status(str(status)).code
     except ValueError:
         return Status.ERROR.code
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))
