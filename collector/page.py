@@ -29,7 +29,6 @@ CSS = """
 :root{--pass:#1a7f37;--skip:#6e7781;--warn:#9a6700;--error:#8250df;--fail:#cf222e;
 --bg:#f6f8fa;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0}
 *{box-sizing:border-box}
-html{overflow-x:hidden}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 color:var(--fg);background:var(--bg)}
 header{background:#fff;border-bottom:1px solid var(--line);padding:12px 20px}
