@@ -85,8 +85,7 @@ def _timed_out(name: str, timeout: float) -> Outcome:
         Status.ERROR,
         f"{name} did not finish within its {timeout:g}s timeout",
         "check_timeout",
-        "Something the check waits on is hanging; raise [agent] timeout or look at the "
-        "details of the other checks for the endpoint that does not answer.",
+        checks.RUNNER_REASONS["check_timeout"],
         {"timeout_s": timeout},
     )
 
@@ -96,8 +95,7 @@ def _crashed(name: str, exc: BaseException) -> Outcome:
         Status.ERROR,
         f"{name} could not run: {type(exc).__name__}: {exc}".rstrip(": "),
         "check_crashed",
-        "This is a bug in acme-preflight or an unexpected host condition; "
-        "please report it with the output of 'acme-preflight check --json'.",
+        checks.RUNNER_REASONS["check_crashed"],
         {"exception": type(exc).__name__},
     )
 

@@ -169,6 +169,7 @@ async def _run(tmp_path: Path, names: list[str], **overrides: Any) -> CheckResul
         tmp_path / "config.toml", state_dir=tmp_path / "state", fqdn=fqdn, **overrides
     )
     [result] = await run_checks(CheckContext(config.load(path)), only=["caa"])
+    assert result.reason in caa.REASONS
     return result
 
 

@@ -102,3 +102,30 @@ async def test_no_date_header_skips(digicert_lab: DigicertLab, dateless: str) ->
     digicert_lab.dns.set("acme.digicert.com", [dateless])
     out = await check(digicert_lab)
     assert (out.status, out.reason) == (Status.SKIP, "no_date_header")
+
+
+# ------------------------------------------------------------------ judge, on facts alone
+
+
+def test_judge_on_facts() -> None:
+    limits = config.ClockSkewConfig(warn=60, fail=300)
+    date = "Tue, 01 Dec 2026 12:00:00 GMT"
+    server = 1796126400.0  # that Date as a timestamp
+
+    def at(offset: float) -> Outcome:
+        sent = server + 0.5 + offset - 0.01
+        facts = clock_skew.Facts("u", "acme.digicert.com", {}, True, date, sent, sent + 0.02)
+        return clock_skew.judge(facts, limits)
+
+    assert clock_skew.parse_date(date) == server
+    assert at(0).reason == "ok"
+    assert (at(90).status, at(90).reason) == (Status.WARN, "clock_ahead")
+    assert (at(-400).status, at(-400).reason) == (Status.FAIL, "clock_behind")
+    assert at(-400).remediation.startswith("Synchronise this host's clock with NTP")
+    none = clock_skew.judge(clock_skew.Facts("u", "h", {}, True, None, 1.0, 1.1), limits)
+    assert (none.status, none.reason) == (Status.SKIP, "no_date_header")
+    down = clock_skew.judge(
+        clock_skew.Facts("u", "h", {}, False, failure="x (tcp_timeout)"), limits
+    )
+    assert (down.status, down.reason) == (Status.SKIP, "endpoint_unreachable")
+    assert down.summary == "Could not read the clock of u: x (tcp_timeout)"

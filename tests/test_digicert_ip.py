@@ -10,6 +10,8 @@ from agent import config
 from agent.checks import digicert_ip
 from agent.context import CheckContext
 from agent.model import Outcome, Status
+from agent.net.dns import DnsAnswer, DnsResult, Nameservers
+from agent.net.tcp import TcpResult
 from agent.runner import run_check
 from tests.lab.digicert import DigicertLab
 from tests.lab.endpoints import BlackholeEndpoint
@@ -78,3 +80,43 @@ async def test_behind_a_proxy_the_direct_path_only_warns(digicert_lab: DigicertL
     )
     assert (out.status, out.reason) == (Status.WARN, "tcp_refused")
     assert "the agent uses proxy http://127.0.0.4:48999" in out.summary
+
+
+# ------------------------------------------------------------------ judge, on facts alone
+
+
+def _facts(
+    tcp_error: str | None = None,
+    answers: dict[str, tuple[str, ...]] | None = None,
+    proxies: tuple[str, ...] = ("no proxy", "no proxy"),
+) -> digicert_ip.Facts:
+    servers = Nameservers((("192.0.2.53", 53),), "[dns] nameservers")
+    answers = answers if answers is not None else {"acme.digicert.com": ("216.168.244.42",)}
+    dns = tuple(
+        DnsResult(
+            name,
+            (DnsAnswer("A", addrs, None if addrs else "nxdomain", "m", 1.0),),
+            servers,
+            1.0,
+        )
+        for name, addrs in answers.items()
+    )
+    tcp = TcpResult("216.168.244.42", 443, tcp_error, f"tcp {tcp_error}", 3.0)
+    return digicert_ip.Facts("216.168.244.42", 443, tcp, dns, proxies)
+
+
+def test_judge_on_facts() -> None:
+    assert digicert_ip.judge(_facts()).reason == "ok"
+    other = digicert_ip.judge(_facts(answers={"acme.digicert.com": ("192.0.2.9",)}))
+    assert (other.status, other.reason) == (Status.WARN, "dns_other_address")
+    assert "also allow TCP 443 to 192.0.2.9" in other.remediation
+    unresolved = digicert_ip.judge(_facts(answers={"acme.digicert.com": ()}))
+    assert (unresolved.status, unresolved.reason) == (Status.WARN, "dns_unresolved")
+    dropped = digicert_ip.judge(_facts("timeout"))
+    assert (dropped.status, dropped.reason) == (Status.FAIL, "tcp_timeout")
+    assert "216.168.244.42 port 443 are silently dropped" in dropped.remediation
+    proxied = digicert_ip.judge(
+        _facts("refused", proxies=("proxy http://p:3128 (from [proxy] url)",))
+    )
+    assert (proxied.status, proxied.reason) == (Status.WARN, "tcp_refused")
+    assert proxied.remediation.startswith("Only needed if the ACME agent bypasses the proxy")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent import config
-from agent.checks import CHECK_NAMES
+from agent.checks import CHECK_NAMES, reason_table
 from agent.context import CheckContext
 from agent.model import CheckResult
 from agent.runner import run_checks
@@ -26,6 +26,7 @@ from tests.lab.endpoints import BlackholeEndpoint, ResetEndpoint, SilentEndpoint
 # and the runner adds 10 %, so at 1 s an event-loop stall of ~250 ms on a
 # loaded CI machine turned outbound_https's dns_timeout into the runner's check_timeout.
 TIMEOUT = 2.0
+TABLE = reason_table()
 SLACK = 1.10  # the runner's budget: a check may overrun its timeout by 10 % at most
 
 
@@ -133,6 +134,7 @@ async def test_checks_return_in_time_with_the_right_reason(
     assert set(by_name) == set(CHECK_NAMES)
     for r in results:
         assert r.reason not in ("check_crashed", "check_timeout"), (r.name, r.summary)
+        assert r.reason in TABLE[r.name], (r.name, r.reason)  # every reason is in the table
         assert r.duration_ms <= TIMEOUT * SLACK * 1000, (r.name, r.duration_ms)
         assert r.summary and (r.status.value in ("pass", "skip") or r.remediation)
     assert wall <= TIMEOUT * SLACK + 0.3  # the checks run concurrently

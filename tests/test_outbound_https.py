@@ -15,7 +15,7 @@ from agent.model import Outcome, Status
 from agent.runner import run_check
 from tests.lab.digicert import DigicertLab
 from tests.lab.endpoints import BlackholeEndpoint, ReplyEndpoint, SilentEndpoint
-from tests.lab.https import HttpsServer
+from tests.lab.https import HttpsServer, acme_directory
 from tests.lab.pki import INSPECTION_CN, LabPki
 
 SECRET = "pr0xy-Secret"
@@ -36,9 +36,17 @@ def target(outcome: Outcome, host: str) -> dict[str, Any]:
 async def test_pass_reports_every_phase(digicert_lab: DigicertLab) -> None:
     out = await check(digicert_lab)
     assert out.status is Status.PASS and out.reason == "ok", out.summary
-    assert "acme.digicert.com (ACME directory OK)" in out.summary and "no proxy" in out.summary
+    assert "acme.digicert.com (ACME directory and nonce OK)" in out.summary
+    assert "no proxy" in out.summary
+    assert "requires external account binding (EAB)" in out.summary
+    assert out.details["external_account_required"] is True
     acme, daas = target(out, "acme.digicert.com"), target(out, "daas.digicert.com")
-    assert set(acme["phases_ms"]) == {"dns", "connect", "tls", "http"}
+    assert set(acme["phases_ms"]) == {"dns", "connect", "tls", "http", "nonce"}
+    assert acme["nonce"]["status"] == 200 and acme["nonce"]["replay_nonce"] is True
+    # the HEAD went on the directory's connection, as an ACME client's would
+    methods = [(r.method, r.path) for r in digicert_lab.https.requests]
+    assert methods == [("GET", "/v2/acme/directory/"), ("HEAD", "/v2/acme/new-nonce")]
+    assert len(digicert_lab.https.sni) == 2  # acme and daas: one handshake each
     assert set(daas["phases_ms"]) == {"dns", "connect", "tls"}
     assert acme["dns"]["ipv4"] == ["127.0.0.2"]
     assert acme["addresses"][0]["outcome"] == "connected"
@@ -203,6 +211,46 @@ async def test_http_not_acme(digicert_lab: DigicertLab, body: object, words: str
     assert words in out.summary and "captive portal" in out.remediation
 
 
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("no_header", "answered 200 without a Replay-Nonce header"),
+        ("not_found", "answered HTTP 404 Not Found"),
+    ],
+)
+async def test_acme_no_nonce(digicert_lab: DigicertLab, mode: str, words: str) -> None:
+    digicert_lab.https.behaviour.nonce = mode
+    out = await check(digicert_lab)
+    assert (out.status, out.reason) == (Status.FAIL, "acme_no_nonce"), out.summary
+    assert out.summary.startswith("acme.digicert.com: the ACME directory answers but no nonce")
+    assert words in out.summary
+    assert "Replay-Nonce" in out.remediation and "https://acme.digicert.com/v2/acme/" in (
+        out.remediation
+    )
+
+
+async def test_nonce_on_a_new_connection_when_the_server_closes(digicert_lab: DigicertLab) -> None:
+    digicert_lab.https.behaviour.nonce = "close"
+    out = await check(digicert_lab)
+    assert out.status is Status.PASS, out.summary
+    assert len(digicert_lab.https.sni) == 3  # daas, acme, acme again for the nonce
+    assert target(out, "acme.digicert.com")["nonce"]["replay_nonce"] is True
+
+
+@pytest.mark.parametrize("missing", ["newAccount", "newOrder", "newNonce"])
+async def test_directory_without_what_a_client_needs(
+    digicert_lab: DigicertLab, missing: str
+) -> None:
+    body = acme_directory()
+    del body[missing]
+    digicert_lab.https.behaviour.body = body
+    out = await check(digicert_lab)
+    assert (out.status, out.reason) == (Status.FAIL, "http_not_acme")
+    assert f"(JSON without {missing})" in out.summary
+    heads = [r for r in digicert_lab.https.requests if r.method == "HEAD"]
+    assert len(heads) == (0 if missing == "newNonce" else 1)
+
+
 async def test_http_timeout(digicert_lab: DigicertLab) -> None:
     digicert_lab.https.behaviour.delay = 5
     out = await check(digicert_lab, agent={"timeout": "0.5s"})
@@ -218,9 +266,27 @@ async def test_through_the_proxy(digicert_lab: DigicertLab) -> None:
     assert out.status is Status.PASS, out.summary
     assert f"proxy {sensor.url} (from [proxy] url)" in out.summary
     acme = target(out, "acme.digicert.com")
-    assert set(acme["phases_ms"]) == {"connect", "proxy", "tls", "http"}
+    assert set(acme["phases_ms"]) == {"connect", "proxy", "tls", "http", "nonce"}
+    assert acme["nonce"]["replay_nonce"] is True
     assert acme["dns"] is None and acme["proxy"]["source"] == "config"
     assert {r.target for r in sensor.requests} == {"acme.digicert.com:443", "daas.digicert.com:443"}
+
+
+@pytest.mark.parametrize("mode", ["ok", "close", "no_header"])
+async def test_nonce_through_the_sensor(digicert_lab: DigicertLab, mode: str) -> None:
+    digicert_lab.https.behaviour.nonce = mode
+    sensor = digicert_lab.start_sensor()
+    out = await check(digicert_lab, proxy={"url": sensor.url})
+    acme_tunnels = [r for r in sensor.requests if r.target == "acme.digicert.com:443"]
+    if mode == "no_header":
+        assert (out.status, out.reason) == (Status.FAIL, "acme_no_nonce")
+        return
+    assert out.status is Status.PASS, out.summary
+    assert "ACME directory and nonce OK" in out.summary
+    # a closed connection is reopened through the sensor, never around it
+    assert len(acme_tunnels) == (2 if mode == "close" else 1)
+    heads = [r for r in digicert_lab.https.requests if r.method == "HEAD"]
+    assert [r.path for r in heads] == ["/v2/acme/new-nonce"]
 
 
 async def test_proxy_refused(digicert_lab: DigicertLab) -> None:

@@ -47,6 +47,32 @@ def available() -> tuple[str, ...]:
     return tuple(MODULES)
 
 
+# Reasons the runner gives any check that could not run (agent/runner.py).
+RUNNER_REASONS: dict[str, str] = {
+    "check_timeout": (
+        "Something the check waits on is hanging; raise [agent] timeout or look at the "
+        "details of the other checks for the endpoint that does not answer."
+    ),
+    "check_crashed": (
+        "This is a bug in acme-preflight or an unexpected host condition; please report it "
+        "with the output of 'acme-preflight check --json'."
+    ),
+}
+
+
+def reason_table() -> dict[str, dict[str, str]]:
+    """check -> reason code -> remediation, from each check module's ``REASONS``.
+
+    The one table of reason codes: the docs' reason tables are tested against it.
+    Imports every check module, so it is for tests, docs and tools, not for a run.
+    """
+    table: dict[str, dict[str, str]] = {}
+    for name in CHECK_NAMES:
+        reasons: dict[str, str] = importlib.import_module(MODULES[name]).REASONS
+        table[name] = dict(reasons)
+    return table
+
+
 def load(name: str) -> CheckFn:
     module = importlib.import_module(MODULES[name])
     fn: CheckFn = module.run

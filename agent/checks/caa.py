@@ -77,6 +77,10 @@ REMEDIATION = {
 }
 
 
+# Every reason this check gives, with its remediation (see agent.checks.reason_table).
+REASONS: dict[str, str] = {"ok": "", **REMEDIATION}
+
+
 @dataclass(frozen=True)
 class Property:
     """One CAA record: flags, tag, value (as served)."""

@@ -6,14 +6,18 @@ is compared with the local clock at the midpoint of the request. ``Date`` has on
 resolution, so the estimate is Date + 0.5 s, give or take half a second plus half the
 round trip. Warn beyond ``[clock_skew] warn`` (60 s), fail beyond ``[clock_skew] fail``
 (300 s); skip when the endpoint cannot be reached (outbound_https says why).
+
+Gather (:func:`gather`) → judge (:func:`judge`, pure, tested on facts alone).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from agent.checks.outbound_https import directory_target
+from agent.config import ClockSkewConfig
 from agent.context import CheckContext
 from agent.model import Outcome, Status
 from agent.net.diagnosis import reason_of
@@ -42,7 +46,45 @@ def describe(seconds: float) -> str:
     return f"{s:.1f} s"
 
 
-async def run(ctx: CheckContext) -> Outcome:
+OK = "ok"
+CLOCK_AHEAD = "clock_ahead"
+CLOCK_BEHIND = "clock_behind"
+ENDPOINT_UNREACHABLE = "endpoint_unreachable"
+NO_DATE_HEADER = "no_date_header"
+NTP_FIX = (
+    "Synchronise this host's clock with NTP (timedatectl set-ntp true, then check chronyc "
+    "tracking or timedatectl timesync-status); ACME requests and certificate validity "
+    "checks fail when the clock is off."
+)
+
+# Every reason this check gives, with its remediation (see agent.checks.reason_table).
+REASONS: dict[str, str] = {
+    OK: "",
+    CLOCK_AHEAD: NTP_FIX,
+    CLOCK_BEHIND: NTP_FIX,
+    ENDPOINT_UNREACHABLE: (
+        "Fix outbound_https first; the clock is compared with the Date header of the ACME endpoint."
+    ),
+    NO_DATE_HEADER: "Nothing to do on this host; a proxy or filter may strip the Date header.",
+}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """One request to the ACME endpoint: when it went out and came back, and its Date."""
+
+    url: str
+    host: str
+    proxy: dict[str, Any]
+    answered: bool  # an HTTP status was read, with both wall-clock times
+    date: str | None = None
+    sent_at: float = 0.0
+    answered_at: float = 0.0
+    failure: str = ""  # why not answered: the probe's message and reason code
+    probe: dict[str, Any] = field(default_factory=dict)
+
+
+async def gather(ctx: CheckContext) -> Facts:
     cfg = ctx.config
     url = cfg.targets.acme_directory
     host, port, path = directory_target(url)
@@ -56,35 +98,44 @@ async def run(ctx: CheckContext) -> Outcome:
         path=path,
     )
     http = probe.http
+    if http is None or http.status is None or http.sent_at is None or http.answered_at is None:
+        failure = f"{probe.message} ({reason_of(probe)})"
+        return Facts(url, host, proxy.to_dict(), False, failure=failure, probe=probe.to_dict())
+    date = http.headers.get("date")
+    return Facts(url, host, proxy.to_dict(), True, date, http.sent_at, http.answered_at)
+
+
+def judge(facts: Facts, limits: ClockSkewConfig) -> Outcome:
+    """Pass / warn / fail / skip from the facts alone (pure)."""
+    url, host = facts.url, facts.host
     details: dict[str, Any] = {
         "url": url,
-        "proxy": proxy.to_dict(),
-        "warn_s": cfg.clock_skew.warn,
-        "fail_s": cfg.clock_skew.fail,
+        "proxy": facts.proxy,
+        "warn_s": limits.warn,
+        "fail_s": limits.fail,
     }
-    if http is None or http.status is None or http.sent_at is None or http.answered_at is None:
-        details["probe"] = probe.to_dict()
+    if not facts.answered:
+        details["probe"] = facts.probe
         return Outcome(
             Status.SKIP,
-            f"Could not read the clock of {url}: {probe.message} ({reason_of(probe)})",
-            "endpoint_unreachable",
-            "Fix outbound_https first; the clock is compared with the Date header of the "
-            "ACME endpoint.",
+            f"Could not read the clock of {url}: {facts.failure}",
+            ENDPOINT_UNREACHABLE,
+            REASONS[ENDPOINT_UNREACHABLE],
             details,
         )
-    date = http.headers.get("date")
+    date = facts.date
     server = parse_date(date)
     details["date_header"] = date
     if server is None:
         return Outcome(
             Status.SKIP,
             f"{url} sent no usable Date header ({date!r}), so the clock cannot be compared",
-            "no_date_header",
-            "Nothing to do on this host; a proxy or filter may strip the Date header.",
+            NO_DATE_HEADER,
+            REASONS[NO_DATE_HEADER],
             details,
         )
-    rtt = http.answered_at - http.sent_at
-    local = http.sent_at + rtt / 2
+    rtt = facts.answered_at - facts.sent_at
+    local = facts.sent_at + rtt / 2
     skew = local - (server + 0.5)  # positive: this host is ahead
     details |= {
         "skew_s": round(skew, 3),
@@ -93,17 +144,13 @@ async def run(ctx: CheckContext) -> Outcome:
     }
     direction = "ahead of" if skew > 0 else "behind"
     summary = f"This host's clock is {describe(skew)} {direction} {host} (Date: {date})"
-    limits = cfg.clock_skew
     if abs(skew) <= limits.warn:
-        return Outcome(Status.PASS, summary, "ok", "", details)
+        return Outcome(Status.PASS, summary, OK, "", details)
     status = Status.FAIL if abs(skew) > limits.fail else Status.WARN
     limit = limits.fail if status is Status.FAIL else limits.warn
-    return Outcome(
-        status,
-        f"{summary}: more than {limit:g} s",
-        "clock_ahead" if skew > 0 else "clock_behind",
-        "Synchronise this host's clock with NTP (timedatectl set-ntp true, then check "
-        "chronyc tracking or timedatectl timesync-status); ACME requests and certificate "
-        "validity checks fail when the clock is off.",
-        details,
-    )
+    reason = CLOCK_AHEAD if skew > 0 else CLOCK_BEHIND
+    return Outcome(status, f"{summary}: more than {limit:g} s", reason, REASONS[reason], details)
+
+
+async def run(ctx: CheckContext) -> Outcome:
+    return judge(await gather(ctx), ctx.config.clock_skew)

@@ -50,7 +50,7 @@ REMEDIATION = {
         "local web server, or correct the DNS record."
     ),
     HOSTS_HIDE_DNS: (
-        "getaddrinfo reads /etc/hosts before DNS (nsswitch 'hosts: files dns'), so DNS is "
+        "The system resolver (getaddrinfo) reads /etc/hosts before DNS (nsswitch 'hosts: files dns'), so DNS is "
         "never asked for these names: update or remove the stale /etc/hosts entry, or make "
         "the DNS record agree with it."
     ),
@@ -68,6 +68,10 @@ REMEDIATION = {
         "point [fqdn] nginx_conf / apache_roots at the web server configuration."
     ),
 }
+
+
+# Every reason this check gives, with its remediation (see agent.checks.reason_table).
+REASONS: dict[str, str] = {"ok": "", **REMEDIATION}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 For every ``[targets] hostnames`` entry: DNS (A and AAAA), TCP to every address,
 TLS with SNI and full verification, and for the host of ``[targets] acme_directory``
-an HTTP GET that must answer the ACME directory (JSON with ``newNonce``). A failure
-names the phase and the cause; one IP family failing while the other works is a warn.
+an HTTP GET that must answer the ACME directory (JSON with ``newNonce``, ``newAccount``
+and ``newOrder``), then a HEAD of ``newNonce`` that must answer 200 or 204 with a
+``Replay-Nonce``, as every ACME client's first request does. A failure names the phase
+and the cause; one IP family failing while the other works is a warn.
 Through ``[proxy] url`` (or ``HTTPS_PROXY``), the proxy phase replaces DNS and TCP.
 """
 
@@ -17,11 +19,36 @@ from urllib.parse import urlsplit
 
 from agent.context import CheckContext
 from agent.model import Outcome, Status
-from agent.net.diagnosis import family_name, is_digicert_issuer, reason_of, remediation
+from agent.net.diagnosis import (
+    REMEDIATIONS,
+    family_name,
+    is_digicert_issuer,
+    reason_of,
+    remediation,
+)
 from agent.net.dns import nameservers_for
 from agent.net.probe import HttpsProbe, probe_https
 from agent.net.proxy import select_proxy
 from agent.net.tls import verifying_context
+
+OK = "ok"
+HTTP_STATUS = "http_status"
+HTTP_NOT_ACME = "http_not_acme"
+ACME_NO_NONCE = "acme_no_nonce"
+IPV4_BROKEN = "ipv4_broken"
+IPV6_BROKEN = "ipv6_broken"
+
+# Every reason this check gives, with its remediation: the network ones (a template per
+# reason, filled per target) from agent/net/diagnosis.py, and the family warnings.
+REASONS: dict[str, str] = {
+    OK: "",
+    IPV6_BROKEN: (
+        "Fix outbound IPv6 (route and firewall), or make this host prefer IPv4 (precedence "
+        "::ffff:0:0/96 100 in /etc/gai.conf) or disable IPv6 on it."
+    ),
+    IPV4_BROKEN: "Fix outbound IPv4 (route and firewall) to the addresses named.",
+    **{k: v for k, v in REMEDIATIONS.items() if ":" not in k},
+}
 
 
 @dataclass(frozen=True)
@@ -52,8 +79,13 @@ def targets(ctx: CheckContext) -> list[tuple[str, int, str | None]]:
     return out
 
 
+# What an ACME client needs from the directory before its first request (RFC 8555 7.1.1).
+DIRECTORY_KEYS = ("newNonce", "newAccount", "newOrder")
+NONCE_STATUSES = (200, 204)
+
+
 def judge_directory(probe: HttpsProbe) -> Verdict | None:
-    """None when the GET answered the ACME directory; else why not."""
+    """None when the GET answered the ACME directory and HEAD newNonce a nonce; else why not."""
     http = probe.http
     if http is None or http.status is None:
         return None
@@ -61,24 +93,63 @@ def judge_directory(probe: HttpsProbe) -> Verdict | None:
     if not 200 <= http.status < 300:
         return Verdict(
             Status.FAIL,
-            "http_status",
+            HTTP_STATUS,
             f"{url} answered HTTP {http.status} {http.reason}".rstrip(),
-            remediation("http_status", probe),
+            remediation(HTTP_STATUS, probe),
         )
     try:
         doc = json.loads(http.body)
     except (ValueError, UnicodeDecodeError):
         doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("newNonce"), str):
+    missing = [
+        k for k in DIRECTORY_KEYS if not isinstance(doc, dict) or not isinstance(doc.get(k), str)
+    ]
+    if missing:
         ctype = http.headers.get("content-type", "no content type")
-        what = "JSON without newNonce" if isinstance(doc, dict | list) else f"{ctype}, not JSON"
+        what = (
+            f"JSON without {', '.join(missing)}"
+            if isinstance(doc, dict | list)
+            else f"{ctype}, not JSON"
+        )
         return Verdict(
             Status.FAIL,
-            "http_not_acme",
+            HTTP_NOT_ACME,
             f"{url} answered {http.status} but not with the ACME directory ({what})",
-            remediation("http_not_acme", probe),
+            remediation(HTTP_NOT_ACME, probe),
         )
-    return None
+    return judge_nonce(probe)
+
+
+def judge_nonce(probe: HttpsProbe) -> Verdict | None:
+    """The HEAD newNonce after the directory: 200/204 with Replay-Nonce, or acme_no_nonce."""
+    if not probe.acme:
+        return None
+    nonce = probe.nonce
+    if nonce is None:
+        if not probe.nonce_note or "another origin" in probe.nonce_note:
+            return None  # on another origin: a client would connect there, not checked here
+        what = probe.nonce_note
+    elif nonce.error is not None:
+        what = nonce.message
+    elif nonce.status not in NONCE_STATUSES:
+        what = f"HEAD {nonce.url} answered HTTP {nonce.status} {nonce.reason}".rstrip()
+    elif not nonce.headers.get("replay-nonce"):
+        what = f"HEAD {nonce.url} answered {nonce.status} without a Replay-Nonce header"
+    else:
+        return None
+    return Verdict(
+        Status.FAIL,
+        ACME_NO_NONCE,
+        f"{probe.host}: the ACME directory answers but no nonce: {what}",
+        remediation(ACME_NO_NONCE, probe),
+    )
+
+
+def eab_required(probe: HttpsProbe) -> bool | None:
+    """``meta.externalAccountRequired`` of the directory (None when not stated)."""
+    meta = (probe.directory or {}).get("meta")
+    value = meta.get("externalAccountRequired") if isinstance(meta, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 def judge(probe: HttpsProbe) -> Verdict:
@@ -117,21 +188,34 @@ def judge(probe: HttpsProbe) -> Verdict:
             )
         return Verdict(
             Status.WARN,
-            f"{broken}_broken",
+            IPV6_BROKEN if broken == "ipv6" else IPV4_BROKEN,
             f"{host}: {name} fails ({failed}) while {other} works",
             fix,
         )
-    what = "ACME directory OK" if probe.http is not None else "TLS verified"
-    return Verdict(Status.PASS, "ok", f"{host} ({what})")
+    if probe.nonce is not None:
+        what = "ACME directory and nonce OK"
+    elif probe.http is not None:
+        what = "ACME directory OK"
+    else:
+        what = "TLS verified"
+    return Verdict(Status.PASS, OK, f"{host} ({what})")
 
 
-def combine(verdicts: list[Verdict], proxies: list[str]) -> tuple[Status, str, str, str]:
+def combine(
+    verdicts: list[Verdict], proxies: list[str], eab: bool | None = None
+) -> tuple[Status, str, str, str]:
     """Overall status, reason, summary and remediation from per-target verdicts."""
     worst = max(verdicts, key=lambda v: v.status.severity)
     if worst.status is Status.PASS:
         via = "; ".join(dict.fromkeys(proxies))
         names = ", ".join(v.summary for v in verdicts)
-        return Status.PASS, "ok", f"HTTPS works: {names}; {via}", ""
+        note = (
+            "; the ACME server requires external account binding (EAB): give the ACME "
+            "agent the key ID and HMAC key from CertCentral"
+            if eab
+            else ""
+        )
+        return Status.PASS, OK, f"HTTPS works: {names}; {via}{note}", ""
     bad = [v for v in verdicts if v.status is not Status.PASS]
     summary = "; ".join(_grouped(bad))
     fixes = " ".join(dict.fromkeys(v.remediation for v in bad if v.remediation))
@@ -171,14 +255,17 @@ async def run(ctx: CheckContext) -> Outcome:
                 budget=seconds,
                 path=path,
                 context=tls_context,
+                acme=path is not None,
             )
             for (host, port, path), choice in zip(plan, choices, strict=True)
         )
     )
     verdicts = [judge(p) for p in probes]
-    status, reason, summary, fixes = combine(verdicts, [c.describe() for c in choices])
+    eab = next((e for e in map(eab_required, probes) if e is not None), None)
+    status, reason, summary, fixes = combine(verdicts, [c.describe() for c in choices], eab)
     details: dict[str, Any] = {
         "budget_s": round(seconds, 3),
+        "external_account_required": eab,
         "targets": [
             {"status": v.status.value, "reason": v.reason, **p.to_dict()}
             for p, v in zip(probes, verdicts, strict=True)

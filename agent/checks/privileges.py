@@ -100,6 +100,37 @@ def read_facts(proc: Path, sys: Path) -> ProcFacts:
     return ProcFacts(euid, uid_map, cap_eff, cap_last, selinux)
 
 
+OK = "ok"
+PROC_UNREADABLE = "proc_unreadable"
+NOT_ROOT = "not_root"
+USER_NAMESPACE = "user_namespace"
+REDUCED_CAPABILITIES = "reduced_capabilities"
+SELINUX_ENFORCING = "selinux_enforcing"
+
+# Every reason this check gives, with its remediation (see agent.checks.reason_table).
+REASONS: dict[str, str] = {
+    OK: "",
+    PROC_UNREADABLE: "Make sure /proc is mounted and readable by acme-preflight.",
+    NOT_ROOT: (
+        "Run acme-preflight (and later the DigiCert ACME agent) as root, e.g. with sudo or "
+        "as the shipped systemd service."
+    ),
+    USER_NAMESPACE: (
+        "Run on the host itself (not in a rootless container or user namespace): the ACME "
+        "agent must write certificates and reload the web server as real root."
+    ),
+    REDUCED_CAPABILITIES: (
+        "Run without a capability bounding set (no CapabilityBoundingSet= or --cap-drop for "
+        "this host's ACME agent); a restricted root may be unable to install certificates or "
+        "reload the web server."
+    ),
+    SELINUX_ENFORCING: (
+        "With SELinux enforcing, make sure the ACME agent's domain may write the certificate "
+        "files and reload the web server (check 'ausearch -m avc')."
+    ),
+}
+
+
 def missing_caps(cap_eff: int, cap_last: int) -> list[str]:
     return [cap_name(bit) for bit in range(cap_last + 1) if not cap_eff >> bit & 1]
 
@@ -118,17 +149,16 @@ def evaluate(facts: ProcFacts, sandboxed: bool = False) -> Outcome:
         return Outcome(
             Status.ERROR,
             "Could not read the effective user id from /proc/self/status",
-            "proc_unreadable",
-            "Make sure /proc is mounted and readable by acme-preflight.",
+            PROC_UNREADABLE,
+            REASONS[PROC_UNREADABLE],
             details,
         )
     if facts.euid != 0:
         return Outcome(
             Status.FAIL,
             f"Not running as root (effective uid {facts.euid}); the ACME agent needs root",
-            "not_root",
-            "Run acme-preflight (and later the DigiCert ACME agent) as root, e.g. with sudo "
-            "or as the shipped systemd service.",
+            NOT_ROOT,
+            REASONS[NOT_ROOT],
             details,
         )
     if facts.uid_map != (INITIAL_UID_MAP,):
@@ -136,9 +166,8 @@ def evaluate(facts: ProcFacts, sandboxed: bool = False) -> Outcome:
         return Outcome(
             Status.FAIL,
             f"Root only inside a user namespace (uid_map {mapping}), not real root on the host",
-            "user_namespace",
-            "Run on the host itself (not in a rootless container or user namespace): the ACME "
-            "agent must write certificates and reload the web server as real root.",
+            USER_NAMESPACE,
+            REASONS[USER_NAMESPACE],
             details,
         )
     warnings: list[str] = []
@@ -155,19 +184,12 @@ def evaluate(facts: ProcFacts, sandboxed: bool = False) -> Outcome:
                 f" and {len(lacking) - 6} more" if len(lacking) > 6 else ""
             )
             warnings.append(f"a reduced capability set (missing {shown})")
-            reason = "reduced_capabilities"
-            remediation = (
-                "Run without a capability bounding set (no CapabilityBoundingSet= or "
-                "--cap-drop for this host's ACME agent); a restricted root may be unable to "
-                "install certificates or reload the web server."
-            )
+            reason = REDUCED_CAPABILITIES
+            remediation = REASONS[REDUCED_CAPABILITIES]
     if facts.selinux_enforcing:
         warnings.append("SELinux enforcing, which may confine the ACME agent")
-        reason = reason or "selinux_enforcing"
-        remediation = (remediation + " " if remediation else "") + (
-            "With SELinux enforcing, make sure the ACME agent's domain may write the "
-            "certificate files and reload the web server (check 'ausearch -m avc')."
-        )
+        reason = reason or SELINUX_ENFORCING
+        remediation = (remediation + " " if remediation else "") + REASONS[SELINUX_ENFORCING]
     if warnings:
         return Outcome(
             Status.WARN, "Root, but with " + "; ".join(warnings), reason, remediation, details
@@ -175,7 +197,7 @@ def evaluate(facts: ProcFacts, sandboxed: bool = False) -> Outcome:
     return Outcome(
         Status.PASS,
         "Real root: uid 0 in the initial user namespace with full capabilities",
-        "ok",
+        OK,
         "",
         details,
     )

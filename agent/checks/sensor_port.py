@@ -30,8 +30,6 @@ from agent.redact import redact_text
 # Share of the budget the tunnel (TCP + CONNECT) may use before the rest is left for the
 # TLS handshake, or for probing the other rule's port when the tunnel failed.
 TUNNEL_SHARE = 0.6
-# Kept back from the budget so the check reports before the runner cuts it off.
-MARGIN = 0.05
 # The local listener lookup reads /proc in a thread; never wait longer than this for it.
 LOOKUP_CAP = 2.0
 CMDLINE_MAX = 300
@@ -167,12 +165,11 @@ async def run(ctx: CheckContext) -> Outcome:
         return Outcome(
             Status.SKIP,
             "No DigiCert sensor configured ([sensor] host is not set)",
-            "no_sensor",
-            "Nothing to do unless the ACME agent goes through a DigiCert sensor; then set "
-            "[sensor] host and [sensor] version.",
+            NO_SENSOR,
+            REASONS[NO_SENSOR],
             {},
         )
-    deadline = Deadline(max(0.0, ctx.timeout - MARGIN))
+    deadline = Deadline(ctx.budget)
     port, rule = sensor.port_rule()
     target = ctx.config.targets.hostnames[0]
     target_port = ctx.config.targets.port
@@ -289,14 +286,45 @@ def not_a_proxy(tunnel: TunnelResult) -> bool:
     return tunnel.tunnel_ms is not None and tunnel.status not in PROXY_DENIALS
 
 
+OK = "ok"
+NO_SENSOR = "no_sensor"
+UNREACHABLE = "sensor_unreachable"
+REFUSED = "sensor_refused"
+TIMEOUT = "sensor_timeout"
+WRONG_PORT = "sensor_wrong_port"
+CONNECT_DENIED = "sensor_connect_denied"
+TUNNEL_TLS_FAILED = "sensor_tunnel_tls_failed"
+
+# Every reason this check gives, with the gist of its remediation (the sentence in a
+# result names the sensor, port and target: see _tunnel_remediation, _tls_remediation).
+REASONS: dict[str, str] = {
+    OK: "",
+    NO_SENSOR: (
+        "Nothing to do unless the ACME agent goes through a DigiCert sensor; then set "
+        "[sensor] host and [sensor] version."
+    ),
+    UNREACHABLE: "Fix [sensor] host, or the route and firewall to the sensor.",
+    REFUSED: "Start the sensor, open its port in its firewall, or set [sensor] port.",
+    TIMEOUT: "Allow TCP to the sensor's port from this host; check the sensor is running.",
+    WRONG_PORT: "Set [sensor] version to the sensor's real version (or [sensor] port).",
+    CONNECT_DENIED: (
+        "Allow *.digicert.com:443 in the sensor's allow-list, and make sure the program on "
+        "the port is the sensor."
+    ),
+    TUNNEL_TLS_FAILED: (
+        "Exempt *.digicert.com from TLS inspection behind the sensor; check the clock and the "
+        "sensor's own path to DigiCert."
+    ),
+}
+
 _TUNNEL_REASONS = {
-    "dns": "sensor_unreachable",
-    "unreachable": "sensor_unreachable",
-    "refused": "sensor_refused",
-    "timeout": "sensor_timeout",
-    "auth_required": "sensor_connect_denied",
-    "connect_failed": "sensor_connect_denied",
-    "unsupported": "sensor_connect_denied",
+    "dns": UNREACHABLE,
+    "unreachable": UNREACHABLE,
+    "refused": REFUSED,
+    "timeout": TIMEOUT,
+    "auth_required": CONNECT_DENIED,
+    "connect_failed": CONNECT_DENIED,
+    "unsupported": CONNECT_DENIED,
 }
 
 

@@ -39,158 +39,172 @@ def _dns_servers(probe: HttpsProbe) -> str:
     return f"the resolver ({names}, from {probe.dns.nameservers.source})"
 
 
+# Every reason a probe can end in (``<phase>_<word>`` for each primitive's error words,
+# see reason_of), with its remediation. ``{...}`` fields are filled from the probe (see
+# _fields); ``reason:variant`` keys are alternatives :func:`remediation` picks between.
+# The docs' reason tables are checked against this table (tests/test_reasons.py).
+REMEDIATIONS: dict[str, str] = {
+    "dns_nxdomain": (
+        "{Resolver} says {host} does not exist: look for a DNS override (split-horizon "
+        "zone, RPZ or DNS filtering) and make sure public DigiCert names resolve, or set "
+        "[dns] nameservers to a resolver that does."
+    ),
+    "dns_no_answer": (
+        "{Resolver} has no A or AAAA record for {host}: a local zone or filter blanks it; "
+        "fix the resolver so the public records are returned."
+    ),
+    "dns_servfail": (
+        "{Resolver} fails to resolve {host} (SERVFAIL/REFUSED): check its forwarders and "
+        "DNSSEC validation, or set [dns] nameservers to a working resolver."
+    ),
+    "dns_timeout": (
+        "{Resolver} did not answer for {host}: check the resolver is running and that UDP "
+        "and TCP port 53 to it are allowed."
+    ),
+    "dns_unreachable": (
+        "{Resolver} cannot be reached: fix the nameserver entries in /etc/resolv.conf or "
+        "[dns] nameservers."
+    ),
+    "dns_no_resolver": "Configure a nameserver in /etc/resolv.conf or in [dns] nameservers.",
+    "dns_error": "{Resolver} gave an unusable answer for {host}; check the resolver.",
+    "tcp_timeout": (
+        "Packets to {addresses} port {port} are silently dropped (a firewall DROP rule or a "
+        "missing egress allow): allow outbound TCP {port} from this host to {addresses}, or "
+        "set [proxy] url if this host must go through a proxy."
+    ),
+    "tcp_refused": (
+        "Connections to {addresses} port {port} are actively refused, which on the internet "
+        "means a REJECT firewall rule or an intercepting device: allow outbound TCP {port} "
+        "from this host to {addresses}."
+    ),
+    "tcp_unreachable": (
+        "This host has no route to {addresses}: check the default route and gateway "
+        "(`ip route get {first_address}`), or set [proxy] url if outbound traffic must go "
+        "through a proxy."
+    ),
+    "tcp_error": (
+        "Connecting to {addresses} port {port} failed; check the host's network configuration."
+    ),
+    "proxy_refused": (
+        "Nothing accepts connections at {proxy}: check the host and port of [proxy] url (or "
+        "the environment's HTTPS_PROXY) and that the proxy is running."
+    ),
+    "proxy_unreachable": (
+        "This host has no route to {proxy}: check [proxy] url and the network path to it."
+    ),
+    "proxy_timeout": (
+        "{proxy} does not answer: check that it is running and that a firewall between this "
+        "host and the proxy allows the connection."
+    ),
+    "proxy_dns": "The proxy's host name in {proxy} does not resolve: use its IP or fix DNS.",
+    "proxy_auth_required": (
+        "{proxy} requires authentication: put valid credentials in [proxy] url "
+        "(http://user:password@host:port) or let this host through without them."
+    ),
+    "proxy_connect_failed": (
+        "{proxy} refuses to tunnel to {host}:{port}: allow CONNECT to {host}:{port} "
+        "(*.digicert.com) in the proxy's policy."
+    ),
+    "proxy_unsupported": (
+        "Only http:// CONNECT proxies are supported: set [proxy] url to one "
+        "(http://host:port), or remove the unsupported proxy from the environment."
+    ),
+    # No host name or fingerprint here (the summary has them): targets behind the same
+    # inspection device then share one sentence.
+    "tls_untrusted": (
+        "A certificate issued by '{issuer}' is presented instead of DigiCert's: TLS "
+        "inspection is suspected. Exempt *.digicert.com from TLS inspection on the proxy "
+        "or firewall, or add the inspection CA to the trust store the ACME agent uses "
+        "(the system store or SSL_CERT_FILE)."
+    ),
+    "tls_untrusted:digicert": (
+        "The DigiCert chain presented is not trusted here: update the system CA bundle "
+        "(ca-certificates) or point SSL_CERT_FILE at a bundle that includes DigiCert's roots."
+    ),
+    "tls_hostname_mismatch": (
+        "What answers for {host} presents a certificate for {names}: a captive portal, "
+        "transparent proxy, or a wrong /etc/hosts or DNS entry is in the path; make {host} "
+        "reach DigiCert directly."
+    ),
+    "tls_expired": (
+        "The certificate presented for {host} expired ({not_after}): an intercepting device "
+        "serves a stale certificate, or this host's clock is far ahead; check the clock "
+        "(see clock_skew) and the network path."
+    ),
+    "tls_not_yet_valid": (
+        "The certificate for {host} is valid only from {not_before}: this host's clock is "
+        "probably behind; synchronise it with NTP (timedatectl set-ntp true)."
+    ),
+    "tls_timeout": (
+        "TCP to {host}:{port} opens but the TLS handshake never completes: a firewall or IPS "
+        "is holding TLS to {host}; allow it."
+    ),
+    "tls_handshake": (
+        "The TLS handshake with {host} failed: a middlebox in the path blocks or breaks "
+        "TLS; exempt *.digicert.com from it."
+    ),
+    "http_status": (
+        "{host} answered HTTP {status}: a proxy or web filter may be blocking the ACME URL "
+        "(403/407), or the service is failing (5xx); allow the URL, or retry later."
+    ),
+    "http_not_acme": (
+        "{host} did not return the ACME directory: a captive portal or filtering proxy "
+        "answers instead of DigiCert; exempt {host} from it."
+    ),
+    "http_timeout": (
+        "{host} accepted TLS but did not answer the HTTP request in time: a filtering proxy "
+        "may hold it; check the path, or raise [agent] timeout."
+    ),
+    "http_error": "{host} sent an answer that is not valid HTTP: a middlebox is interfering.",
+    "acme_no_nonce": (
+        "{host} serves the ACME directory but no nonce (HEAD newNonce must answer 200 or 204 "
+        "with a Replay-Nonce header), so every ACME client fails at its first request: a "
+        "proxy or filter that allows only the directory URL, or strips response headers, is "
+        "in the path; allow all of https://{host}/v2/acme/ and pass its headers unchanged."
+    ),
+}
+
+
+def _variant(reason: str, probe: HttpsProbe) -> str:
+    cert = probe.tls.cert if probe.tls else None
+    if reason == "tls_untrusted" and is_digicert_issuer(cert):
+        return "tls_untrusted:digicert"
+    return reason
+
+
+def _fields(probe: HttpsProbe) -> dict[str, object]:
+    cert = probe.tls.cert if probe.tls else None
+    addresses = ", ".join(c.ip for c in probe.connects) or probe.host
+    resolver = _dns_servers(probe)
+    return {
+        "host": probe.host,
+        "port": probe.port,
+        "proxy": probe.proxy.display or "the proxy",
+        "resolver": resolver,
+        "Resolver": resolver[:1].upper() + resolver[1:],
+        "addresses": addresses,
+        "first_address": addresses.split(",")[0].strip("[]"),
+        "issuer": cert.issuer if cert else "an unknown issuer",
+        "names": ", ".join(cert.san) if cert and cert.san else (cert.subject if cert else "?"),
+        "not_after": cert.not_after if cert and cert.not_after else "an earlier date",
+        "not_before": cert.not_before if cert and cert.not_before else "a later date",
+        "status": probe.http.status if probe.http else None,
+    }
+
+
 def tcp_remediation(word: str, addresses: str, port: int) -> str:
     """What to do about a TCP failure to ``addresses`` (text like ``216.168.244.42``)."""
-    if word == "timeout":
-        return (
-            f"Packets to {addresses} port {port} are silently dropped (a firewall DROP rule "
-            f"or a missing egress allow): allow outbound TCP {port} from this host to "
-            f"{addresses}, or set [proxy] url if this host must go through a proxy."
-        )
-    if word == "refused":
-        return (
-            f"Connections to {addresses} port {port} are actively refused, which on the "
-            f"internet means a REJECT firewall rule or an intercepting device: allow outbound "
-            f"TCP {port} from this host to {addresses}."
-        )
-    if word == "unreachable":
-        return (
-            f"This host has no route to {addresses}: check the default route and gateway "
-            f"(`ip route get {addresses.split(',')[0].strip('[]')}`), or set [proxy] url if "
-            f"outbound traffic must go through a proxy."
-        )
-    return f"Connecting to {addresses} port {port} failed; check the host's network configuration."
+    template = REMEDIATIONS.get(f"tcp_{word}", REMEDIATIONS["tcp_error"])
+    first = addresses.split(",")[0].strip("[]")
+    return template.format(addresses=addresses, port=port, first_address=first)
 
 
 def remediation(reason: str, probe: HttpsProbe) -> str:
-    """The sentence for ``reason`` about ``probe``'s target."""
-    host, port = probe.host, probe.port
-    proxy = probe.proxy.display or "the proxy"
-    cert = probe.tls.cert if probe.tls else None
-    if reason == "dns_nxdomain":
-        return (
-            f"{_dns_servers(probe)} says {host} does not exist: look for a DNS override "
-            "(split-horizon zone, RPZ or DNS filtering) and make sure public DigiCert names "
-            "resolve, or set [dns] nameservers to a resolver that does."
-        )
-    if reason == "dns_no_answer":
-        return (
-            f"{_dns_servers(probe)} has no A or AAAA record for {host}: a local zone or "
-            "filter blanks it; fix the resolver so the public records are returned."
-        )
-    if reason == "dns_servfail":
-        return (
-            f"{_dns_servers(probe)} fails to resolve {host} (SERVFAIL/REFUSED): check its "
-            "forwarders and DNSSEC validation, or set [dns] nameservers to a working resolver."
-        )
-    if reason == "dns_timeout":
-        return (
-            f"{_dns_servers(probe)} did not answer for {host}: check the resolver is running "
-            "and that UDP and TCP port 53 to it are allowed."
-        )
-    if reason == "dns_unreachable":
-        return (
-            f"{_dns_servers(probe)} cannot be reached: fix the nameserver entries in "
-            "/etc/resolv.conf or [dns] nameservers."
-        )
-    if reason == "dns_no_resolver":
-        return "Configure a nameserver in /etc/resolv.conf or in [dns] nameservers."
-    if reason.startswith("dns_"):
-        return f"{_dns_servers(probe)} gave an unusable answer for {host}; check the resolver."
-    if reason.startswith("tcp_"):
-        addrs = ", ".join(c.ip for c in probe.connects) or host
-        return tcp_remediation(reason.removeprefix("tcp_"), addrs, port)
-    if reason == "proxy_refused":
-        return (
-            f"Nothing accepts connections at {proxy}: check the host and port of [proxy] url "
-            "(or the environment's HTTPS_PROXY) and that the proxy is running."
-        )
-    if reason == "proxy_unreachable":
-        return f"This host has no route to {proxy}: check [proxy] url and the network path to it."
-    if reason == "proxy_timeout":
-        return (
-            f"{proxy} does not answer: check that it is running and that a firewall between "
-            "this host and the proxy allows the connection."
-        )
-    if reason == "proxy_dns":
-        return f"The proxy's host name in {proxy} does not resolve: use its IP or fix DNS."
-    if reason == "proxy_auth_required":
-        return (
-            f"{proxy} requires authentication: put valid credentials in [proxy] url "
-            "(http://user:password@host:port) or let this host through without them."
-        )
-    if reason == "proxy_connect_failed":
-        return (
-            f"{proxy} refuses to tunnel to {host}:{port}: allow CONNECT to {host}:{port} "
-            "(*.digicert.com) in the proxy's policy."
-        )
-    if reason == "proxy_unsupported":
-        return (
-            "Only http:// CONNECT proxies are supported: set [proxy] url to one "
-            "(http://host:port), or remove the unsupported proxy from the environment."
-        )
-    if reason == "tls_untrusted":
-        # No host name or fingerprint here (the summary has them): targets behind the
-        # same inspection device then share one sentence.
-        issuer = cert.issuer if cert else "an unknown issuer"
-        if cert is not None and is_digicert_issuer(cert):
-            return (
-                "The DigiCert chain presented is not trusted here: update the system CA "
-                "bundle (ca-certificates) or point SSL_CERT_FILE at a bundle that includes "
-                "DigiCert's roots."
-            )
-        return (
-            f"A certificate issued by '{issuer}' is presented instead of DigiCert's: TLS "
-            "inspection is suspected. Exempt *.digicert.com from TLS inspection on the proxy "
-            "or firewall, or add the inspection CA to the trust store the ACME agent uses "
-            "(the system store or SSL_CERT_FILE)."
-        )
-    if reason == "tls_hostname_mismatch":
-        shown = ", ".join(cert.san) if cert and cert.san else (cert.subject if cert else "?")
-        return (
-            f"What answers for {host} presents a certificate for {shown}: a captive portal, "
-            "transparent proxy, or a wrong /etc/hosts or DNS entry is in the path; make "
-            f"{host} reach DigiCert directly."
-        )
-    if reason == "tls_expired":
-        when = cert.not_after if cert and cert.not_after else "an earlier date"
-        return (
-            f"The certificate presented for {host} expired ({when}): an intercepting device "
-            "serves a stale certificate, or this host's clock is far ahead; check the clock "
-            "(see clock_skew) and the network path."
-        )
-    if reason == "tls_not_yet_valid":
-        when = cert.not_before if cert and cert.not_before else "a later date"
-        return (
-            f"The certificate for {host} is valid only from {when}: this host's clock is "
-            "probably behind; synchronise it with NTP (timedatectl set-ntp true)."
-        )
-    if reason == "tls_timeout":
-        return (
-            f"TCP to {host}:{port} opens but the TLS handshake never completes: a firewall "
-            f"or IPS is holding TLS to {host}; allow it."
-        )
-    if reason.startswith("tls_"):
-        return (
-            f"The TLS handshake with {host} failed: a middlebox in the path blocks or breaks "
-            "TLS; exempt *.digicert.com from it."
-        )
-    if reason == "http_status":
-        status = probe.http.status if probe.http else None
-        return (
-            f"{host} answered HTTP {status}: a proxy or web filter may be blocking the ACME "
-            "URL (403/407), or the service is failing (5xx); allow the URL, or retry later."
-        )
-    if reason == "http_not_acme":
-        return (
-            f"{host} did not return the ACME directory: a captive portal or filtering proxy "
-            f"answers instead of DigiCert; exempt {host} from it."
-        )
-    if reason == "http_timeout":
-        return (
-            f"{host} accepted TLS but did not answer the HTTP request in time: a filtering "
-            "proxy may hold it; check the path, or raise [agent] timeout."
-        )
-    if reason.startswith("http_"):
-        return f"{host} sent an answer that is not valid HTTP: a middlebox is interfering."
-    return ""
+    """The sentence for ``reason`` about ``probe``'s target ("" for a reason not listed)."""
+    template = REMEDIATIONS.get(_variant(reason, probe))
+    return "" if template is None else template.format(**_fields(probe))
+
+
+def reasons() -> tuple[str, ...]:
+    """Every reason code in the table (variants folded)."""
+    return tuple(dict.fromkeys(k.partition(":")[0] for k in REMEDIATIONS))

@@ -1,8 +1,8 @@
-"""A minimal HTTP/1.1 GET over an open (TLS) stream, bounded in time and size.
+"""Minimal HTTP/1.1 GET and HEAD over an open (TLS) stream, bounded in time and size.
 
-Enough for the ACME directory and a ``Date`` header: ``Connection: close``,
-Content-Length, chunked, or read-to-EOF bodies, cut at ``max_body`` bytes. Whatever
-the peer sends is data, never a crash.
+Enough for the ACME directory, its nonce and a ``Date`` header: ``Connection: close``
+or keep-alive; Content-Length, chunked, or read-to-EOF bodies, cut at ``max_body``
+bytes. Whatever the peer sends is data, never a crash.
 """
 
 from __future__ import annotations
@@ -158,14 +158,66 @@ async def http_get(
     port: int = 443,
     max_body: int = MAX_BODY,
     accept: str = "application/json",
+    keep_alive: bool = False,
 ) -> HttpResult:
-    """GET ``path`` from ``host`` over ``stream`` within ``budget`` seconds; the caller closes it."""
+    """GET ``path`` from ``host`` over ``stream`` within ``budget`` seconds; the caller closes it.
+
+    ``keep_alive`` leaves the connection open for another request (see :func:`reusable`).
+    """
+    return await http_request(
+        stream,
+        "GET",
+        host,
+        path,
+        budget,
+        port=port,
+        max_body=max_body,
+        accept=accept,
+        keep_alive=keep_alive,
+    )
+
+
+async def http_head(
+    stream: Stream, host: str, path: str, budget: float, *, port: int = 443
+) -> HttpResult:
+    """HEAD ``path``: the status and headers only (as ACME clients fetch a nonce)."""
+    return await http_request(stream, "HEAD", host, path, budget, port=port, max_body=0)
+
+
+def reusable(result: HttpResult) -> bool:
+    """Whether the connection may carry another request after this (keep-alive) answer."""
+    if not result.ok or result.truncated:
+        return False
+    if "close" in result.headers.get("connection", "").lower():
+        return False
+    # a body that ran to EOF (no length, not chunked) closed the connection
+    return (
+        "content-length" in result.headers
+        or "chunked" in result.headers.get("transfer-encoding", "").lower()
+        or result.status in (204, 304)
+    )
+
+
+async def http_request(
+    stream: Stream,
+    method: str,
+    host: str,
+    path: str,
+    budget: float,
+    *,
+    port: int = 443,
+    max_body: int = MAX_BODY,
+    accept: str = "application/json",
+    keep_alive: bool = False,
+) -> HttpResult:
+    """One request over ``stream`` within ``budget`` seconds; never raises for the peer."""
     authority = host if port == 443 else f"{host}:{port}"
     url = f"https://{authority}{path}"
+    connection = "keep-alive" if keep_alive else "close"
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {authority}\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n"
         f"User-Agent: acme-preflight/{__version__}\r\nAccept: {accept}\r\n"
-        "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
+        f"Accept-Encoding: identity\r\nConnection: {connection}\r\n\r\n"
     ).encode()
     started = time.perf_counter()
     sent_at = time.time()
@@ -175,7 +227,10 @@ async def http_get(
             await stream.writer.drain()
             status, reason, headers = await _read_head(stream.reader)
             answered_at = time.time()
-            body, truncated = await _read_body(stream.reader, headers, max_body)
+            if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+                body, truncated = b"", False  # no body, whatever the headers say
+            else:
+                body, truncated = await _read_body(stream.reader, headers, max_body)
     except TimeoutError:
         ms = elapsed_ms(started)
         return HttpResult(

@@ -11,16 +11,18 @@ Everything shares one deadline and every connection is closed on every path.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.net.dns import DnsResult, Nameservers, resolve_host
-from agent.net.http import HttpResult, http_get
+from agent.net.http import HttpResult, http_get, http_head, reusable
 from agent.net.proxy import ProxyChoice, TunnelResult, open_tunnel
 from agent.net.stream import Deadline, Stream
 from agent.net.tcp import TcpResult, family_of, tcp_connect
-from agent.net.tls import Opener, TlsResult, tls_probe, verifying_context
+from agent.net.tls import Opener, TlsResult, tls_handshake, tls_probe, verifying_context
 
 
 @dataclass
@@ -36,6 +38,11 @@ class HttpsProbe:
     tunnel: TunnelResult | None = None
     tls: TlsResult | None = None
     http: HttpResult | None = None
+    # The ACME round-trip after the directory GET: HEAD newNonce (see probe_https's acme).
+    acme: bool = False
+    directory: dict[str, Any] | None = None  # the directory JSON, when it was an object
+    nonce: HttpResult | None = None
+    nonce_note: str = ""  # why no HEAD was sent, when it was not
     phase: str | None = None  # "proxy", "dns", "connect", "tls", "http"
     error: str | None = None  # the primitive's error word
     message: str = ""
@@ -77,6 +84,8 @@ class HttpsProbe:
             phases["tls"] = self.tls.elapsed_ms
         if self.http is not None:
             phases["http"] = self.http.elapsed_ms
+        if self.nonce is not None:
+            phases["nonce"] = self.nonce.elapsed_ms
         return phases
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +102,15 @@ class HttpsProbe:
             "tunnel": self.tunnel.to_dict() if self.tunnel else None,
             "tls": self.tls.to_dict() if self.tls else None,
             "http": self.http.to_dict() if self.http else None,
+            **({"nonce": self._nonce_dict()} if self.acme else {}),
+        }
+
+    def _nonce_dict(self) -> dict[str, Any] | None:
+        if self.nonce is None:
+            return {"outcome": "not_sent", "message": self.nonce_note} if self.nonce_note else None
+        return {
+            **self.nonce.to_dict(),
+            "replay_nonce": "replay-nonce" in self.nonce.headers,
         }
 
 
@@ -156,10 +174,16 @@ async def probe_https(
     budget: float,
     path: str | None = None,
     context: ssl.SSLContext | None = None,
+    acme: bool = False,
 ) -> HttpsProbe:
-    """Probe ``https://host:port`` (and GET ``path`` when given) within ``budget`` seconds."""
+    """Probe ``https://host:port`` (and GET ``path`` when given) within ``budget`` seconds.
+
+    With ``acme``, ``path`` is an ACME directory: after it answers, its ``newNonce`` is
+    requested with HEAD as ACME clients do, on the same connection when the server keeps
+    it open, else on a new one opened the same way (directly, or through the proxy).
+    """
     deadline = Deadline(budget)
-    probe = HttpsProbe(host, port, path, proxy)
+    probe = HttpsProbe(host, port, path, proxy, acme=acme)
     others: asyncio.Future[list[TcpResult]] | None = None
     if proxy.url is not None or proxy.problem:
         stream = await _via_proxy(probe, deadline)
@@ -207,11 +231,72 @@ async def _tls_and_http(
     probe.message = probe.tls.message
     if probe.path is not None:
         probe.http = await http_get(
-            stream, probe.host, probe.path, deadline.remaining(), port=probe.port
+            stream,
+            probe.host,
+            probe.path,
+            deadline.remaining(),
+            port=probe.port,
+            keep_alive=probe.acme,
         )
         probe.message = probe.http.message
         if not probe.http.ok:
             probe.phase, probe.error = "http", probe.http.error
+        elif probe.acme:
+            await _nonce(probe, stream, open_again, ctx, deadline)
+
+
+def _directory(http: HttpResult) -> dict[str, Any] | None:
+    if http.status is None or not 200 <= http.status < 300:
+        return None
+    try:
+        doc = json.loads(http.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def nonce_path(url: object, host: str, port: int) -> tuple[str | None, str]:
+    """The path to HEAD for a directory's ``newNonce``, or None and why not."""
+    if not isinstance(url, str):
+        return None, "the directory has no newNonce URL"
+    parts = urlsplit(url)
+    try:
+        where = ((parts.hostname or "").lower(), parts.port or 443)
+    except ValueError:
+        return None, f"newNonce is not a usable URL ({url[:200]!r})"
+    if parts.scheme != "https" or where != (host.lower(), port):
+        return None, f"newNonce is on another origin ({url[:200]}): not requested"
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), ""
+
+
+async def _nonce(
+    probe: HttpsProbe, stream: Stream, open_again: Opener, ctx: ssl.SSLContext, deadline: Deadline
+) -> None:
+    assert probe.http is not None
+    probe.directory = _directory(probe.http)
+    if probe.directory is None:
+        return  # not the directory: judged as such
+    path, probe.nonce_note = nonce_path(probe.directory.get("newNonce"), probe.host, probe.port)
+    if path is None:
+        return
+    if reusable(probe.http):
+        probe.nonce = await http_head(
+            stream, probe.host, path, deadline.remaining(), port=probe.port
+        )
+        return
+    # The server closed the connection after the directory: a new one, the same way.
+    again = await open_again(deadline.remaining())
+    if again is None:
+        probe.nonce_note = "the server closed the connection and a new one failed"
+        return
+    async with again:
+        tls = await tls_handshake(again, probe.host, deadline.remaining(), ctx)
+        if not tls.ok:
+            probe.nonce_note = f"a new connection for the nonce failed: {tls.message}"
+            return
+        probe.nonce = await http_head(
+            again, probe.host, path, deadline.remaining(), port=probe.port
+        )
 
 
 async def _direct(

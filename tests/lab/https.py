@@ -59,12 +59,17 @@ class HttpsBehaviour:
     text/html (a captive portal), anything else as JSON (e.g. ``{"hello": "world"}``).
     ``clock_offset``: seconds added to the ``Date`` header (+120 = server 2 min ahead).
     ``delay``: seconds to wait before answering (an HTTP-phase timeout).
+    ``nonce``: how newNonce answers: ``ok`` (HEAD 200 / GET 204 with ``Replay-Nonce``, as
+    DigiCert does), ``no_header`` (200 without ``Replay-Nonce``: a proxy stripping it),
+    ``not_found`` (404 problem document: a filter allowing only the directory URL),
+    ``close`` (as ``ok``, but the directory's answer closes the connection).
     """
 
     status: int = 200
     body: object = None
     clock_offset: float = 0.0
     delay: float = 0.0
+    nonce: str = "ok"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ class HttpsServer(StreamServer):
                 await asyncio.sleep(self.behaviour.delay)
             connection = headers.get("Connection", "").lower()
             keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+            if path == DIRECTORY_PATH and self.behaviour.nonce == "close":
+                keep = False
             await self._write(writer, method, self.respond(method, path), keep)
             if not keep:
                 return
@@ -202,12 +209,14 @@ class HttpsServer(StreamServer):
                 return 200, {"Content-Type": "text/html; charset=utf-8"}, b.body.encode()
             data = acme_directory(self.base_url) if b.body is None else b.body
             return 200, {"Content-Type": "application/json"}, json.dumps(data).encode()
-        if path == NONCE_PATH and method in ("GET", "HEAD"):
+        if path == NONCE_PATH and method in ("GET", "HEAD") and b.nonce != "not_found":
             headers = {
                 "Replay-Nonce": secrets.token_urlsafe(16),
                 "Cache-Control": "no-store",
                 "Link": f'<{self.base_url}{DIRECTORY_PATH}>;rel="index"',
             }
+            if b.nonce == "no_header":
+                del headers["Replay-Nonce"]
             return (200 if method == "HEAD" else 204), headers, b""
         problem = {"type": "urn:ietf:params:acme:error:malformed", "detail": "Not Found"}
         return 404, {"Content-Type": "application/problem+json"}, json.dumps(problem).encode()
