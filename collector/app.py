@@ -32,11 +32,11 @@ SAMPLE_INTERVAL_S = 60.0  # the readiness chart keeps the last sample of each ho
 T = TypeVar("T")
 
 
-def _in_transaction(conn: Any, fn: Callable[..., Any], *args: Any) -> None:
+def _in_transaction(conn: store.Conn, fn: Callable[..., Any], *args: Any) -> None:
     """``fn(conn, *args)`` in one write transaction on the writer's connection."""
-    conn.execute("BEGIN IMMEDIATE")
+    conn.begin()
     fn(conn, *args)
-    conn.execute("COMMIT")
+    conn.commit()
 
 
 class TooLarge(Exception):
@@ -114,6 +114,7 @@ class Collector:
         self.worker = worker
         self._writer: store.Writer | None = None
         self._reader: store.Reader | None = None
+        self._backend: store.Backend | None = None
         self._prune_task: asyncio.Task[None] | None = None
         self._sample_task: asyncio.Task[None] | None = None
         # bumped by every group this process commits: cached reads older than it are stale
@@ -129,15 +130,28 @@ class Collector:
     async def start(self) -> None:
         """Open (create, migrate) the database and start the writer; raises StoreError."""
         loop = asyncio.get_running_loop()
-        conn = await loop.run_in_executor(
-            None, store.open_db, self.settings.db, self.settings.synchronous
+        s = self.settings
+        backend = store.open_backend(
+            s.postgres_url or str(s.db),
+            synchronous=s.synchronous,
+            password_file=s.store_password_file,
+            shared=s.workers > 1,
         )
-        db = self.settings.db
-        lock = db.with_name(db.name + ".lock") if self.settings.workers > 1 else None
-        self._writer = store.Writer(conn, loop, self._on_batch, clock=self.clock, lock_path=lock)
+        # create and migrate (with several workers the supervisor did, and this is a no-op)
+        await loop.run_in_executor(None, store.prepare, backend)
+        self._backend = backend
+        self._writer = store.Writer(
+            backend,
+            loop,
+            self._on_batch,
+            clock=self.clock,
+            new_hosts_per_hour=s.new_hosts_per_hour,
+        )
         self._writer.start()
-        self._reader = store.Reader(db)
-        if self.worker == 0:  # one worker prunes (and samples the chart) for all
+        self._reader = store.Reader(backend)
+        # one worker of a machine prunes (and samples the chart); across machines the
+        # database's advisory lock lets one collector at a time prune
+        if self.worker == 0:
             self._prune_task = asyncio.create_task(self._prune_loop())
             self._sample_task = asyncio.create_task(self._sample_loop())
 
@@ -151,11 +165,18 @@ class Collector:
             await self._writer.stop()
         if self._reader is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
+        if self._backend is not None:
+            self._backend.close()
 
     @property
     def writer(self) -> store.Writer:
         assert self._writer is not None, "Collector.start() was not awaited"
         return self._writer
+
+    @property
+    def backend(self) -> store.Backend:
+        assert self._backend is not None, "Collector.start() was not awaited"
+        return self._backend
 
     @property
     def reader(self) -> store.Reader:
@@ -170,21 +191,40 @@ class Collector:
     # ------------------------------------------------------------ retention
 
     async def prune(self) -> int:
-        """Delete reports older than retention_days, chunk by chunk, keeping each host's latest.
+        """Delete reports older than retention_days, chunk by chunk, keeping each host's latest;
+        first retire hosts not seen for ``[retention] host_days``. Returns the reports deleted.
 
         Each chunk is its own short transaction on the writer thread, queued behind the
-        ingest groups, so ingest never waits for more than one chunk.
+        ingest groups, so ingest never waits for more than one chunk. With several collectors
+        on one PostgreSQL database, one of them at a time does it (an advisory lock).
         """
-        cutoff = self.clock() - self.settings.retention_days * 86400
-        await self.writer.call(lambda conn: _in_transaction(conn, summary.prune_events, cutoff))
-        total = 0
-        while True:
-            n = await self.writer.call(lambda conn: store.prune_chunk(conn, cutoff))
-            total += n
-            self.metrics.add_pruned(n)
-            if n == 0:
-                return total
-            await asyncio.sleep(0)
+        s = self.settings
+        now = self.clock()
+        backend = self.backend
+        if not await self.writer.call(lambda conn: backend.try_job(conn, "retention")):
+            return 0  # another collector is pruning this database now
+        try:
+            if s.host_retention_days > 0:
+                host_cutoff = now - s.host_retention_days * 86400
+                while n := await self.writer.call(
+                    lambda conn: store.retire_hosts(conn, host_cutoff)
+                ):
+                    self.metrics.add_retired(n)
+                    log.info(
+                        "retention retired %d hosts not seen for %g days", n, s.host_retention_days
+                    )
+            cutoff = now - s.retention_days * 86400
+            await self.writer.call(lambda conn: _in_transaction(conn, summary.prune_events, cutoff))
+            total = 0
+            while True:
+                n = await self.writer.call(lambda conn: store.prune_chunk(conn, cutoff))
+                total += n
+                self.metrics.add_pruned(n)
+                if n == 0:
+                    return total
+                await asyncio.sleep(0)
+        finally:
+            await self.writer.call(lambda conn: backend.end_job(conn, "retention"))
 
     async def _prune_loop(self) -> None:
         while True:
@@ -237,6 +277,7 @@ class Collector:
         try:
             m = self.metrics
             bound: str | None = None
+            creator: str | None = None
             if self.tokens is not None:
                 token = from_header(request.headers.get("Authorization"))
                 entry = self.tokens.lookup(token) if token else None
@@ -251,6 +292,7 @@ class Collector:
                         resp.force_close()  # don't read a large body we will not use
                     return resp
                 bound = entry.host_id
+                creator = entry.key if bound is None else None
             encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
             limit = self.settings.max_body_bytes
             try:
@@ -292,31 +334,63 @@ class Collector:
                 float(interval) if interval is not None else None,
                 body,
                 summary.HostSummary.from_report(doc),
+                creator,
             )
             try:
-                stored = await self.writer.submit(record)
+                outcome = await self.writer.submit(record)
             except store.StoreError as e:
                 m.count("unavailable")
                 log.error("storing a report failed: %s", e)
                 return _error(
                     503, "the report could not be stored; retry later", {"Retry-After": "5"}
                 )
-            rid = record.report_id  # a validated UUID: safe to format into JSON as is
-            if stored:
-                m.count("accepted")
-                return web.Response(
-                    status=202,
-                    body=b'{"status":"accepted","report_id":"%s","duplicate":false}' % rid.encode(),
-                    content_type=JSON,
-                )
+            return self._ack(record, outcome)
+        finally:
+            self.metrics.observe_request("ingest", time.perf_counter() - t0)
+
+    def _ack(self, record: store.Record, outcome: store.Outcome) -> web.Response:
+        """What the agent learns: whether *its* report (this host, this id, this body) is stored.
+
+        ``stored`` is true for 202 (stored now) and 200 (the same report was stored before);
+        409: this host_id holds a different report under this report_id; 429: a new host_id
+        over its token's new-host cap.
+        """
+        m = self.metrics
+        # validated UUID and host_id: json.dumps quotes the host_id, the UUID needs no escaping
+        ids = b'"report_id":"%s","host_id":%s' % (
+            record.report_id.encode(),
+            json.dumps(record.host_id).encode(),
+        )
+        if outcome is store.Outcome.STORED:
+            m.count("accepted")
+            return web.Response(
+                status=202,
+                body=b'{"status":"accepted",%s,"duplicate":false,"stored":true}' % ids,
+                content_type=JSON,
+            )
+        if outcome is store.Outcome.DUPLICATE:
             m.count("duplicate")
             return web.Response(
                 status=200,
-                body=b'{"status":"duplicate","report_id":"%s","duplicate":true}' % rid.encode(),
+                body=b'{"status":"duplicate",%s,"duplicate":true,"stored":true}' % ids,
                 content_type=JSON,
             )
-        finally:
-            self.metrics.observe_request("ingest", time.perf_counter() - t0)
+        if outcome is store.Outcome.CONFLICT:
+            m.count("conflict")
+            return web.Response(
+                status=409,
+                body=b'{"status":"conflict",%s,"duplicate":true,"stored":false,"error":"%s"}'
+                % (ids, b"this host_id already has a different report with this report_id"),
+                content_type=JSON,
+            )
+        m.count("host_limit")
+        limit = self.settings.new_hosts_per_hour
+        error = (
+            f"this token created {limit} new host_ids in the last hour (new_hosts_per_hour); "
+            "retry later"
+        )
+        data = {"status": "host_limit", "stored": False, "error": error, "limit": limit}
+        return _json(429, data, {"Retry-After": "300"})
 
     # ------------------------------------------------------------ reads
 

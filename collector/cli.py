@@ -149,7 +149,7 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None =
     log.info(
         "collector started",
         listen=listening_line(bound, bool(ctx)).rpartition("//")[2],
-        db=str(s.db),
+        store=s.store_url,
         tls=bool(ctx),
         worker=collector.worker,
     )

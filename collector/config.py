@@ -41,8 +41,17 @@ class Settings:
     # the default listen address is loopback only.
     read_auth: bool = False
     read_tokens_file: Path | None = None
+    # `[store] url` when it names PostgreSQL (then ``db`` is unused); None: SQLite at ``db``.
+    postgres_url: str | None = None
+    # PostgreSQL password: read from this file (a systemd credential works), never in the URL.
+    store_password_file: Path | None = None
     retention_days: float = 30.0
     prune_interval_s: float = 3600.0
+    # Hosts not seen for this long leave the fleet (listing, page, counts); 0: kept forever.
+    host_retention_days: float = 90.0
+    # New host_ids one fleet-wide token may create per hour (0: no cap); host-bound tokens
+    # only ever post for their one host.
+    new_hosts_per_hour: int = 1000
     stale_intervals: float = 3.0
     # Used for stale detection when a report carries no interval_s.
     default_interval_s: float = 300.0
@@ -56,6 +65,15 @@ class Settings:
     workers: int = 1
     tls: TlsSettings = field(default_factory=TlsSettings)
     source: Path | None = None
+
+    @property
+    def store_url(self) -> str:
+        """``[store] url`` as shown to users: the SQLite path, or PostgreSQL without password."""
+        if self.postgres_url is None:
+            return str(self.db)
+        from collector.store_url import redact
+
+        return redact(self.postgres_url)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -85,8 +103,49 @@ _TOP: dict[str, Callable[[object], Any]] = {
     "page_refresh_s": number_range(0, 86400),
     "log_level": choice("debug", "info", "warning", "error"),
     "workers": int_range(1, 64),
+    "new_hosts_per_hour": int_range(0, 10_000_000),
 }
 _TLS: dict[str, Callable[[object], Any]] = {"cert": path, "key": path, "client_ca": path}
+
+
+def _store_url(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a SQLite path or a postgresql:// URL, got {type_name(value)}")
+    from collector.store_url import check_postgres_url, is_postgres
+
+    value = value.strip()
+    if is_postgres(value):
+        check_postgres_url(value)
+    return value
+
+
+_STORE: dict[str, Callable[[object], Any]] = {"url": _store_url, "password_file": path}
+_RETENTION: dict[str, Callable[[object], Any]] = {
+    "days": number_range(0.001, 36500),
+    "host_days": number_range(0, 36500),
+    "prune_interval_s": number_range(1, 86400 * 7),
+}
+# [table] key -> Settings field
+_TABLE_FIELDS = {
+    ("store", "password_file"): "store_password_file",
+    ("retention", "days"): "retention_days",
+    ("retention", "host_days"): "host_retention_days",
+    ("retention", "prune_interval_s"): "prune_interval_s",
+}
+
+
+def _table(name: str, raw: object, parsers: dict[str, Callable[[object], Any]]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}]", f"expected a table, got {type_name(raw)}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in parsers:
+            raise ConfigError(f"[{name}] {key}", f"unknown key (known: {', '.join(parsers)})")
+        try:
+            out[key] = parsers[key](value)
+        except ValueError as e:
+            raise ConfigError(f"[{name}] {key}", str(e)) from None
+    return out
 
 
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Settings:
@@ -96,6 +155,22 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
     """
     values: dict[str, Any] = {}
     for key, raw in data.items():
+        if key in ("store", "retention"):
+            table = _table(key, raw, _STORE if key == "store" else _RETENTION)
+            for tkey, value in table.items():
+                name = _TABLE_FIELDS.get((key, tkey))
+                if name is None:  # [store] url: a PostgreSQL URL or a SQLite path
+                    if key == "store" and "db" in data:
+                        raise ConfigError("[store] url", "set either db or [store] url, not both")
+                    from collector.store_url import is_postgres
+
+                    name, value = (
+                        ("postgres_url", value) if is_postgres(value) else ("db", Path(value))
+                    )
+                elif name in data:
+                    raise ConfigError(f"[{key}] {tkey}", f"set either {name} or [{key}] {tkey}")
+                values[name] = value
+            continue
         if key == "tls":
             if not isinstance(raw, dict):
                 raise ConfigError("[tls]", f"expected a table, got {type_name(raw)}")
@@ -110,7 +185,8 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
             values["tls"] = TlsSettings(**tls)
             continue
         if key not in _TOP:
-            raise ConfigError(key, f"unknown key (known: {', '.join([*_TOP, '[tls]'])})")
+            known = ", ".join([*_TOP, "[tls]", "[store]", "[retention]"])
+            raise ConfigError(key, f"unknown key (known: {known})")
         try:
             values[key] = _TOP[key](raw)
         except ValueError as e:
@@ -132,6 +208,8 @@ def check(s: Settings) -> Settings:
             "required: agents authenticate with a token "
             "(or set [tls] client_ca for certificate-only authentication)",
         )
+    if s.store_password_file is not None and s.postgres_url is None:
+        raise ConfigError("[store] password_file", "only for a postgresql:// [store] url")
     if s.read_auth and s.read_tokens_file is None:
         raise ConfigError("read_tokens_file", "required when read_auth = true")
     return s

@@ -34,6 +34,8 @@ INGEST_OUTCOMES = (
     "invalid_json",
     "invalid_report",
     "unavailable",
+    "conflict",
+    "host_limit",
 )
 HANDLERS = (
     "ingest",
@@ -104,7 +106,8 @@ class _Counters(Mapping[str, int]):
 
 _INGEST = 0
 _PRUNED = _INGEST + len(INGEST_OUTCOMES)
-_BATCH = _PRUNED + 1
+_RETIRED = _PRUNED + 1
+_BATCH = _RETIRED + 1
 _COMMIT = _BATCH + Histogram.size(BATCH_BUCKETS)
 _LATENCY = _COMMIT + Histogram.size(LATENCY_BUCKETS)
 ROW_SLOTS = _LATENCY + len(HANDLERS) * Histogram.size(LATENCY_BUCKETS)
@@ -150,6 +153,13 @@ class Metrics:
 
     def add_pruned(self, n: int) -> None:
         self._v[_PRUNED] += n
+
+    @property
+    def retired(self) -> int:
+        return int(sum(r[_RETIRED] for r in self._rows))
+
+    def add_retired(self, n: int) -> None:
+        self._v[_RETIRED] += n
 
     def observe_request(self, handler: str, seconds: float) -> None:
         self.latency[handler].observe(seconds)
@@ -219,5 +229,11 @@ class Metrics:
             "counter",
             "Reports deleted by retention.",
             [({}, self.pruned)],
+        )
+        exp.family(
+            "hosts_retired_total",
+            "counter",
+            "Hosts removed by [retention] host_days.",
+            [({}, self.retired)],
         )
         return exp.text()

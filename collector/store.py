@@ -1,41 +1,149 @@
-"""SQLite storage: schema migrations, the group-commit writer thread and read queries.
+"""The collector's storage: one interface, two backends (SQLite and PostgreSQL).
 
-One thread owns the only write connection. Ingest requests put a record on its queue and
-await a future; the thread takes everything queued, inserts it in one transaction, commits
-(one WAL fsync for the whole group with ``synchronous=FULL``) and then resolves every future
-of the group with a single hop back to the event loop. So a 202 always follows a commit, and
-the cost of a commit is shared by all the requests that arrived while the previous one ran.
-Reads use their own connections in a small thread pool (WAL lets them run beside the writer).
+Everything above the backends is written once: the schema migrations, the group-commit
+writer, the read queries. SQL here is portable (``INSERT ... ON CONFLICT``, ``RETURNING``,
+``?`` placeholders); a backend's :class:`Conn` adapts placeholders, and the few DDL words that
+differ (:data:`_PG_DDL`) are translated for PostgreSQL. Tables and queries of the fleet views
+live in ``collector/summary.py`` on the same connections. Backends: ``collector/store_sqlite.py``
+(the default, one machine) and ``collector/store_pg.py`` (several collectors, one database).
 
-With several worker processes (``workers > 1``) each has its own writer; they take turns on an
-exclusive ``flock`` of ``<db>.lock`` around every transaction. SQLite's own locking would keep
-them correct too, but a writer that finds the database locked sleeps in its busy handler
-(1, 2, 5, 10 ms ...) instead of waking when the lock is free.
+Ingest: one thread per process owns the write connection. Requests put a record on its queue
+and await a future; the thread takes everything queued, writes it in one transaction, commits
+(one fsync for the whole group) and then resolves every future of the group with a single hop
+back to the event loop. So a 202 always follows a commit, and the cost of a commit is shared by
+all the requests that arrived while the previous one ran. Reads use their own connections on
+a small thread pool.
+
+Idempotency is per ``(host_id, report_id)`` (a unique constraint, so also across processes and
+machines): a report_id used by one host never blocks another host's report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
+import enum
 import queue
-import sqlite3
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from collector import summary
 
 T = TypeVar("T")
 
-# Each entry moves the schema from version i to i+1 (PRAGMA user_version); never edit one
-# that has shipped, append a new one.
-MIGRATIONS: tuple[str, ...] = (
+
+class StoreError(Exception):
+    """The database cannot be opened, migrated or written."""
+
+
+# ---------------------------------------------------------------- the backend interface
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """What queries use: sqlite3's shape, ``?`` placeholders on every backend."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def begin(self) -> None:
+        """Start a write transaction (SQLite: take the write lock now)."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """One database: connections, schema version and the locks that several writers need."""
+
+    dialect: str
+
+    def describe(self) -> str:
+        """For logs and errors: never a password."""
+
+    def connect(self) -> Conn:
+        """A new read-write connection."""
+
+    def reader(self) -> Conn:
+        """A connection for read-only queries (one per reader thread)."""
+
+    def schema_version(self, conn: Conn) -> int: ...
+
+    def set_schema_version(self, conn: Conn, version: int) -> None: ...
+
+    def migration_lock(self, conn: Conn) -> None:
+        """Inside the migration transaction: wait until no other process migrates."""
+
+    def write_turn(self) -> contextlib.AbstractContextManager[None]:
+        """Around each write transaction: this process's turn, where the database needs it."""
+
+    def try_job(self, conn: Conn, name: str) -> bool:
+        """True when this connection now holds the named job (retention) and no other does."""
+
+    def end_job(self, conn: Conn, name: str) -> None:
+        """Release what :meth:`try_job` took (a broken connection releases it too)."""
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- schema
+
+# Migrations are written in SQLite's DDL; PostgreSQL gets these words in its own (REAL would be
+# a 4-byte float there: timestamps need DOUBLE PRECISION).
+_PG_DDL = (
+    (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\bWITHOUT ROWID\b"), ""),
+)
+
+Migration = str | dict[str, str] | Callable[["Conn"], None]
+
+
+def _summary_tables(conn: Conn) -> None:
+    """Migration 2: the fleet views' summary rows (collector/summary.py), backfilled."""
+    for statement in _statements(summary.SCHEMA, conn.dialect):
+        conn.execute(statement)
+    summary.backfill(
+        conn,
+        [
+            (h, st, float(seen), iv, bytes(body))
+            for h, st, seen, iv, body in conn.execute(
+                "SELECT h.host_id, h.status, h.last_seen, h.interval_s, r.body "
+                "FROM hosts h JOIN reports r ON r.id = h.latest_id"
+            ).fetchall()
+        ],
+    )
+
+
+# Each entry moves the schema from version i to i+1; never edit one that has shipped, append.
+# A str is portable SQL; a dict gives one per dialect; a callable runs Python on the connection.
+MIGRATIONS: tuple[Migration, ...] = (
     """
     CREATE TABLE reports (
         id          INTEGER PRIMARY KEY,
@@ -55,35 +163,88 @@ MIGRATIONS: tuple[str, ...] = (
         interval_s REAL
     ) WITHOUT ROWID;
     """,
-    summary.SCHEMA,  # the fleet views' summary rows (collector/summary.py)
+    _summary_tables,
+    # 3: idempotency per (host_id, report_id), not per report_id alone: one host could
+    # pre-claim another's id (issue 14 item 2)
+    {
+        "sqlite": """
+        CREATE TABLE reports2 (
+            id          INTEGER PRIMARY KEY,
+            report_id   TEXT NOT NULL,
+            host_id     TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            status      TEXT NOT NULL,
+            body        BLOB NOT NULL,
+            UNIQUE (host_id, report_id)
+        );
+        INSERT INTO reports2 SELECT id, report_id, host_id, received_at, status, body FROM reports;
+        DROP TABLE reports;
+        ALTER TABLE reports2 RENAME TO reports;
+        CREATE INDEX reports_by_host ON reports(host_id, id);
+        CREATE INDEX reports_by_received ON reports(received_at);
+        """,
+        "postgresql": """
+        ALTER TABLE reports DROP CONSTRAINT reports_report_id_key;
+        ALTER TABLE reports ADD CONSTRAINT reports_host_report UNIQUE (host_id, report_id);
+        """,
+    },
+    # 4: who created a host and when (the per-token new-host cap), and counters that outlive
+    # the rows they count (hosts retired by retention)
+    """
+    ALTER TABLE hosts ADD COLUMN first_seen REAL NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN created_by TEXT;
+    CREATE INDEX hosts_by_creator ON hosts(created_by, first_seen);
+    CREATE INDEX hosts_by_last_seen ON hosts(last_seen);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# ON CONFLICT: the unique report_id is what makes ingest idempotent, also across workers
-# (the repeat check before it runs inside the same write transaction).
-_INSERT = (
-    "INSERT INTO reports(report_id, host_id, received_at, status, body) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT(report_id) DO NOTHING"
-)
-_IN_CHUNK = 500  # report_ids per IN (...) query, well under SQLite's 32766 variables
-# A host's latest report by report_id: executemany() gives no row ids back.
-_UPSERT_HOST = (
-    "INSERT INTO hosts(host_id, latest_id, last_seen, status, interval_s) "
-    "VALUES (?1, (SELECT id FROM reports WHERE report_id = ?2), ?3, ?4, ?5) "
-    "ON CONFLICT(host_id) DO UPDATE SET latest_id = excluded.latest_id, "
-    "last_seen = excluded.last_seen, status = excluded.status, interval_s = excluded.interval_s"
-)
-# NOT EXISTS on the hosts primary key: a lookup per candidate row, not a scan of all hosts
-_PRUNE = (
-    "DELETE FROM reports WHERE id IN ("
-    " SELECT r.id FROM reports r WHERE r.received_at < ?"
-    " AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = r.host_id AND h.latest_id = r.id)"
-    " LIMIT ?)"
-)
+
+def _statements(script: str, dialect: str) -> list[str]:
+    if dialect == "postgresql":
+        for pattern, word in _PG_DDL:
+            script = pattern.sub(word, script)
+    return [s for s in script.split(";") if s.strip()]
 
 
-class StoreError(Exception):
-    """The database cannot be opened or migrated."""
+def migrate(backend: Backend, conn: Conn) -> int:
+    """Apply pending migrations in one transaction; several processes may call this at once."""
+    conn.begin()
+    try:
+        backend.migration_lock(conn)
+        version = backend.schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {version} is newer than this collector "
+                f"understands ({SCHEMA_VERSION}); upgrade acme-preflight-collector"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            step = MIGRATIONS[target - 1]
+            if callable(step):
+                step(conn)
+            else:
+                script = step if isinstance(step, str) else step[conn.dialect]
+                for statement in _statements(script, conn.dialect):
+                    conn.execute(statement)
+        if version != SCHEMA_VERSION:
+            backend.set_schema_version(conn, SCHEMA_VERSION)
+        conn.commit()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- records and rows
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # this host sent this very report before: stored once
+    CONFLICT = "conflict"  # this host stored a *different* report under this report_id
+    HOST_LIMIT = "host_limit"  # a new host_id over its token's new-host cap: not stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +256,9 @@ class Record:
     body: bytes
     # what the fleet views keep of the report (None: the host's summary row is not updated)
     brief: summary.HostSummary | None = None
+    # Who may create new host_ids with this report: a stable, non-secret key of the fleet-wide
+    # token it came with (tokens.TokenEntry.key), None when the cap does not apply.
+    creator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,73 +279,136 @@ class ReportRow:
     body: bytes
 
 
-def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
-        )
-    else:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
-
-
-def open_db(path: Path, synchronous: str = "full") -> sqlite3.Connection:
-    """Create the file and its directory if missing, switch to WAL and migrate."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(path, synchronous)
-        migrate(conn)
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path}: {e}") from None
-    except OSError as e:
-        raise StoreError(f"{path}: {e.strerror or e}") from None
-    return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations, each in its own transaction; return the new version."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {version} is newer than this collector "
-            f"understands ({SCHEMA_VERSION}); upgrade acme-preflight-collector"
-        )
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        script = MIGRATIONS[target - 1]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            if target == 2:  # hosts stored before the summary tables existed
-                summary.backfill(
-                    conn,
-                    conn.execute(
-                        "SELECT h.host_id, h.status, h.last_seen, h.interval_s, r.body "
-                        "FROM hosts h JOIN reports r ON r.id = h.latest_id"
-                    ).fetchall(),
-                )
-            conn.execute(f"PRAGMA user_version={target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return SCHEMA_VERSION
-
-
-# ---------------------------------------------------------------- writer
-
-
 @dataclass
 class BatchStats:
     reports: int
     seconds: float
 
 
-_Job = tuple[Record, "asyncio.Future[bool]"]
+# ---------------------------------------------------------------- writing
+
+_IN_CHUNK = 400  # rows per multi-row statement: 2 x 400 variables, well under every limit
+# a host's latest report found by its key: the multi-row insert gives ids back, but not in order
+_UPSERT_HOST = (
+    "INSERT INTO hosts(host_id, latest_id, last_seen, status, interval_s, first_seen, created_by) "
+    "VALUES (?, (SELECT id FROM reports WHERE host_id = ? AND report_id = ?), ?, ?, ?, ?, ?) "
+    "ON CONFLICT(host_id) DO UPDATE SET latest_id = excluded.latest_id, "
+    "last_seen = excluded.last_seen, status = excluded.status, interval_s = excluded.interval_s"
+)
+# NOT EXISTS on the hosts primary key: a lookup per candidate row, not a scan of all hosts
+_PRUNE = (
+    "DELETE FROM reports WHERE id IN ("
+    " SELECT r.id FROM reports r WHERE r.received_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = r.host_id AND h.latest_id = r.id)"
+    " LIMIT ?)"
+)
+
+
+def _marks(rows: int, per_row: int) -> str:
+    one = "(" + ",".join("?" * per_row) + ")"
+    return ",".join([one] * rows)
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def write_group(
+    conn: Conn, records: Sequence[Record], now: float, new_hosts_per_hour: int = 0
+) -> list[Outcome]:
+    """Store one group in one transaction (the caller commits); an outcome per record.
+
+    Portable and exact with several writers: rows are inserted with ``ON CONFLICT DO NOTHING
+    RETURNING``, so a row another process stored first is seen as a repeat, never as stored.
+    """
+    keys = list({(r.host_id, r.report_id) for r in records})
+    known_hosts: set[str] = set()
+    host_ids = list({r.host_id for r in records})
+    for ids in _chunks(host_ids):
+        marks = ",".join("?" * len(ids))
+        sql = f"SELECT host_id FROM hosts WHERE host_id IN ({marks})"  # noqa: S608
+        known_hosts.update(row[0] for row in conn.execute(sql, ids))
+    # the cap: hosts each creator made in the last hour, plus those it makes in this group
+    quota: dict[str, int] = {}
+    if new_hosts_per_hour > 0:
+        creators = {r.creator for r in records if r.creator and r.host_id not in known_hosts}
+        for creator in creators:
+            made = conn.execute(
+                "SELECT COUNT(*) FROM hosts WHERE created_by = ? AND first_seen > ?",
+                (creator, now - 3600),
+            ).fetchone()[0]
+            quota[creator] = new_hosts_per_hour - int(made)
+
+    outcomes: list[Outcome | None] = [None] * len(records)
+    first: dict[tuple[str, str], int] = {}  # key -> index of the record that carries it
+    rows: list[tuple[Any, ...]] = []
+    new_hosts: set[str] = set()
+    for i, rec in enumerate(records):
+        key = (rec.host_id, rec.report_id)
+        if key in first:  # a repeat within this group: settled with the first one below
+            continue
+        if rec.host_id not in known_hosts and rec.host_id not in new_hosts:
+            if rec.creator is not None and rec.creator in quota:
+                if quota[rec.creator] <= 0:
+                    outcomes[i] = Outcome.HOST_LIMIT
+                    continue
+                quota[rec.creator] -= 1
+            new_hosts.add(rec.host_id)
+        first[key] = i
+        rows.append((rec.report_id, rec.host_id, now, rec.status, rec.body))
+
+    inserted: set[tuple[str, str]] = set()
+    for chunk in _chunks(rows):
+        sql = (
+            "INSERT INTO reports(report_id, host_id, received_at, status, body) "  # noqa: S608
+            f"VALUES {_marks(len(chunk), 5)} "
+            "ON CONFLICT(host_id, report_id) DO NOTHING RETURNING host_id, report_id"
+        )
+        flat = [v for row in chunk for v in row]
+        inserted.update((h, r) for h, r in conn.execute(sql, flat))
+
+    # repeats: the same report again is a duplicate; a different body under the id a conflict
+    repeats = [k for k in keys if k in first and k not in inserted]
+    stored_bodies: dict[tuple[str, str], bytes] = {}
+    for host_id, report_id in repeats:
+        row = conn.execute(
+            "SELECT body FROM reports WHERE host_id = ? AND report_id = ?", (host_id, report_id)
+        ).fetchone()
+        if row is not None:
+            stored_bodies[(host_id, report_id)] = bytes(row[0])
+    latest: dict[str, tuple[Any, ...]] = {}
+    fresh: dict[str, summary.Fresh] = {}
+    for i, rec in enumerate(records):
+        key = (rec.host_id, rec.report_id)
+        if outcomes[i] is not None:
+            continue
+        j = first[key]
+        if key in inserted:
+            if i == j:
+                outcomes[i] = Outcome.STORED
+                latest[rec.host_id] = (
+                    *(rec.host_id, rec.host_id, rec.report_id),
+                    *(now, rec.status, rec.interval_s, now, rec.creator),
+                )
+                if rec.brief is not None:
+                    fresh[rec.host_id] = summary.Fresh(
+                        rec.host_id, rec.report_id, rec.status, rec.interval_s, rec.brief
+                    )
+                else:
+                    fresh.pop(rec.host_id, None)
+                continue
+            stored = records[j].body
+        else:
+            stored = stored_bodies.get(key, b"")
+        outcomes[i] = Outcome.DUPLICATE if rec.body == stored else Outcome.CONFLICT
+    if latest:
+        conn.executemany(_UPSERT_HOST, list(latest.values()))
+        summary.write(conn, list(fresh.values()), now)
+    return [o if o is not None else Outcome.CONFLICT for o in outcomes]
+
+
+_Job = tuple[Record, "asyncio.Future[Outcome]"]
 
 
 class Writer:
@@ -195,20 +422,20 @@ class Writer:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        backend: Backend,
         loop: asyncio.AbstractEventLoop,
         on_batch: Callable[[BatchStats], None] | None = None,
         max_batch: int = 4096,
         clock: Callable[[], float] = time.time,
-        lock_path: Path | None = None,
+        new_hosts_per_hour: int = 0,
     ) -> None:
-        self._conn = conn
-        self._lock_path = lock_path
-        self._lock_fd: int | None = None
+        self._backend = backend
+        self._conn: Conn | None = None
         self._clock = clock
         self._loop = loop
         self._on_batch = on_batch
         self._max_batch = max_batch
+        self.new_hosts_per_hour = new_hosts_per_hour
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="collector-writer", daemon=True)
         self._stopping = False
@@ -219,9 +446,9 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, record: Record) -> asyncio.Future[bool]:
-        """Queue a report; the future is True when stored, False for a repeated report_id."""
-        fut: asyncio.Future[bool] = self._loop.create_future()
+    def submit(self, record: Record) -> asyncio.Future[Outcome]:
+        """Queue a report; the future gets its :class:`Outcome` once the group is committed."""
+        fut: asyncio.Future[Outcome] = self._loop.create_future()
         if self._stopping:
             fut.set_exception(StoreError("the collector is shutting down"))
             return fut
@@ -241,7 +468,7 @@ class Writer:
         self._in_flight = True
         self._queue.put(group)
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def call(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` on the writer thread between two groups (maintenance)."""
         fut: asyncio.Future[T] = self._loop.create_future()
         self._queue.put((fn, fut))
@@ -256,24 +483,19 @@ class Writer:
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
-    @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        """This process's turn to write, when other workers share the database."""
-        if self._lock_fd is None:
-            yield
-            return
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # blocks without the GIL
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+    def _connection(self) -> Conn:
+        if self._conn is None:  # first use, or after a failure broke the connection
+            self._conn = self._backend.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
     def _run(self) -> None:
         try:
-            if self._lock_path is not None:
-                self._lock_fd = os.open(
-                    self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
             while True:
                 item = self._queue.get()
                 if item is None:
@@ -283,74 +505,41 @@ class Writer:
                 else:
                     self._call(*item)
         finally:
-            self._conn.close()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
+            self._drop_connection()
 
     def _commit(self, jobs: Sequence[_Job]) -> None:
         t0 = time.perf_counter()
-        results: list[bool] = []
+        results: list[Outcome] = []
         error: BaseException | None = None
         try:
-            with self._turn():
-                self._insert(jobs, results)
+            with self._backend.write_turn():
+                conn = self._connection()
+                try:
+                    conn.begin()
+                    # taken in our turn: received_at follows commit order
+                    results = write_group(
+                        conn, [r for r, _ in jobs], self._clock(), self.new_hosts_per_hour
+                    )
+                    conn.commit()
+                except BaseException:
+                    self._abort(conn)
+                    raise
         except BaseException as e:
             error = e
         stats = BatchStats(len(jobs), time.perf_counter() - t0)
         self._loop.call_soon_threadsafe(self._resolve, jobs, results, error, stats)
 
-    def _insert(
-        self,
-        jobs: Sequence[_Job],
-        results: list[bool],
-    ) -> None:
-        """Insert and commit one group; ``results`` gets True (stored) or False (repeat)."""
-        conn = self._conn
-        now = self._clock()  # taken in our turn: received_at follows commit order
-        latest: dict[str, tuple[str, str, float, str, float | None]] = {}
-        fresh: dict[str, summary.Fresh] = {}
+    def _abort(self, conn: Conn) -> None:
         try:
-            # IMMEDIATE: take the write lock now; a deferred transaction that must upgrade
-            # can fail with SQLITE_BUSY at once, without waiting in the busy handler
-            conn.execute("BEGIN IMMEDIATE")
-            # Repeats first, in one query (usually none), so that the inserts can go in one
-            # executemany: per-row execute() calls cost the writer the GIL once per report.
-            ids = [rec.report_id for rec, _ in jobs]
-            seen: set[str] = set()
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT report_id FROM reports WHERE report_id IN ({marks})"  # noqa: S608
-                seen.update(row[0] for row in conn.execute(sql, chunk))
-            rows: list[tuple[str, str, float, str, bytes]] = []
-            for rec, _ in jobs:
-                if rec.report_id in seen:  # stored before, or earlier in this group
-                    results.append(False)
-                    continue
-                seen.add(rec.report_id)
-                results.append(True)
-                rows.append((rec.report_id, rec.host_id, now, rec.status, rec.body))
-                latest[rec.host_id] = (rec.host_id, rec.report_id, now, rec.status, rec.interval_s)
-                if rec.brief is not None:
-                    fresh[rec.host_id] = summary.Fresh(
-                        rec.host_id, rec.report_id, rec.status, rec.interval_s, rec.brief
-                    )
-                else:
-                    fresh.pop(rec.host_id, None)
-            if rows:
-                conn.executemany(_INSERT, rows)
-                conn.executemany(_UPSERT_HOST, latest.values())
-                summary.write(conn, list(fresh.values()), now)
-            conn.execute("COMMIT")
-        except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                conn.rollback()
+        except Exception:  # the connection itself is broken: open a new one next time
+            self._drop_connection()
 
     def _resolve(
         self,
         jobs: Sequence[_Job],
-        results: list[bool],
+        results: list[Outcome],
         error: BaseException | None,
         stats: BatchStats,
     ) -> None:
@@ -367,14 +556,14 @@ class Writer:
         if self._pending:
             self._flush()
 
-    def _call(self, fn: Callable[[sqlite3.Connection], Any], fut: asyncio.Future[Any]) -> None:
+    def _call(self, fn: Callable[[Conn], Any], fut: asyncio.Future[Any]) -> None:
         try:
-            with self._turn():
+            with self._backend.write_turn():
+                conn = self._connection()
                 try:
-                    result = fn(self._conn)
+                    result = fn(conn)
                 finally:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    self._abort(conn)
         except BaseException as e:
             self._loop.call_soon_threadsafe(_set_exception, fut, e)
         else:
@@ -391,68 +580,121 @@ def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-def prune_chunk(conn: sqlite3.Connection, cutoff: float, limit: int = 500) -> int:
+def prune_chunk(conn: Conn, cutoff: float, limit: int = 500) -> int:
     """Delete up to ``limit`` reports received before ``cutoff``, never a host's latest."""
-    conn.execute("BEGIN IMMEDIATE")
+    conn.begin()
     n = conn.execute(_PRUNE, (cutoff, limit)).rowcount
-    conn.execute("COMMIT")
+    conn.commit()
     return int(n)
 
 
-# ---------------------------------------------------------------- readers
+def retire_hosts(conn: Conn, cutoff: float, limit: int = 500) -> int:
+    """Remove up to ``limit`` hosts last seen before ``cutoff`` from the fleet; count them.
+
+    They leave every listing (hosts and the summary tables); their reports stay until report
+    retention takes them (none is a host's latest any more), their timeline until it ages out.
+    """
+    conn.begin()
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT host_id FROM hosts WHERE last_seen < ? ORDER BY last_seen LIMIT ?",
+            (cutoff, limit),
+        ).fetchall()
+    ]
+    if ids:
+        marks = ",".join("?" * len(ids))
+        for table in ("hosts", "host_summary", "host_checks"):
+            conn.execute(f"DELETE FROM {table} WHERE host_id IN ({marks})", ids)  # noqa: S608
+        add_counter(conn, "hosts_retired", len(ids))
+    conn.commit()
+    return len(ids)
+
+
+def add_counter(conn: Conn, name: str, n: int) -> None:
+    conn.execute(
+        "INSERT INTO counters(name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
+        (name, n),
+    )
+
+
+def counter(conn: Conn, name: str) -> int:
+    row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+# ---------------------------------------------------------------- reading
 
 
 class Reader:
     """Read-only queries on a small thread pool, one connection per thread."""
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
-        self._path = path
+    def __init__(self, backend: Backend, threads: int = 2) -> None:
+        self._backend = backend
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[Conn] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="collector-reader")
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> Conn:
+        conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self._path, readonly=True)
+            conn = self._backend.reader()
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
         return conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _run(self, fn: Callable[[Conn], T]) -> T:
+        conn = self._conn()
+        try:
+            return fn(conn)
+        except Exception:
+            # a broken connection (server restarted) must not stay broken: reconnect next time
+            if conn.dialect != "sqlite":
+                with self._lock:
+                    self._conns.remove(conn)
+                self._local.conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise
+
+    async def run(self, fn: Callable[[Conn], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+        return await loop.run_in_executor(self._pool, self._run, fn)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         with self._lock:
             for conn in self._conns:
-                conn.close()
+                with contextlib.suppress(Exception):
+                    conn.close()
             self._conns.clear()
 
 
-def hosts(conn: sqlite3.Connection) -> list[HostRow]:
+def hosts(conn: Conn) -> list[HostRow]:
     rows = conn.execute(
         "SELECT h.host_id, h.latest_id, h.last_seen, h.status, h.interval_s, r.body "
         "FROM hosts h JOIN reports r ON r.id = h.latest_id ORDER BY h.host_id"
     ).fetchall()
-    return [HostRow(*row) for row in rows]
+    return [_host_row(row) for row in rows]
 
 
-def host(conn: sqlite3.Connection, host_id: str) -> HostRow | None:
+def host(conn: Conn, host_id: str) -> HostRow | None:
     row = conn.execute(
         "SELECT h.host_id, h.latest_id, h.last_seen, h.status, h.interval_s, r.body "
         "FROM hosts h JOIN reports r ON r.id = h.latest_id WHERE h.host_id = ?",
         (host_id,),
     ).fetchone()
-    return HostRow(*row) if row else None
+    return _host_row(row) if row else None
 
 
-def host_reports(
-    conn: sqlite3.Connection, host_id: str, limit: int, before: int | None
-) -> list[ReportRow]:
+def _host_row(row: Sequence[Any]) -> HostRow:
+    return HostRow(row[0], int(row[1]), float(row[2]), row[3], row[4], bytes(row[5]))
+
+
+def host_reports(conn: Conn, host_id: str, limit: int, before: int | None) -> list[ReportRow]:
     """Newest first; ``before`` is the ``id`` cursor of the last row of the previous page."""
     if before is None:
         rows = conn.execute(
@@ -466,20 +708,77 @@ def host_reports(
             "ORDER BY id DESC LIMIT ?",
             (host_id, before, limit),
         ).fetchall()
-    return [ReportRow(*row) for row in rows]
+    return [ReportRow(int(i), float(t), s, bytes(b)) for i, t, s, b in rows]
 
 
 def host_counts(
-    conn: sqlite3.Connection, now: float, stale_intervals: float, default_interval: float
+    conn: Conn, now: float, stale_intervals: float, default_interval: float
 ) -> tuple[dict[str, int], int]:
     """Hosts by latest status, and how many are stale."""
     counts: dict[str, int] = {}
     stale = 0
     for status, n, s in conn.execute(
-        "SELECT status, COUNT(*), SUM(last_seen < ? - ? * COALESCE(interval_s, ?)) "
+        "SELECT status, COUNT(*), "
+        "SUM(CASE WHEN last_seen < ? - ? * COALESCE(interval_s, ?) THEN 1 ELSE 0 END) "
         "FROM hosts GROUP BY status",
         (now, stale_intervals, default_interval),
     ):
         counts[str(status)] = int(n)
         stale += int(s or 0)
     return counts, stale
+
+
+def report_count(conn: Conn, host_id: str | None = None) -> int:
+    """Reports stored (for one host); tests and benchmarks check what was kept with it."""
+    if host_id is None:
+        return int(conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
+    sql = "SELECT COUNT(*) FROM reports WHERE host_id = ?"
+    return int(conn.execute(sql, (host_id,)).fetchone()[0])
+
+
+# ---------------------------------------------------------------- opening
+
+
+def open_backend(
+    url: str,
+    *,
+    synchronous: str = "full",
+    password_file: Path | None = None,
+    shared: bool = False,
+) -> Backend:
+    """The backend for ``[store] url``: ``postgresql://…`` or a SQLite path.
+
+    ``shared``: several processes of this machine write it (``workers > 1``).
+    """
+    from collector.store_url import is_postgres
+
+    if is_postgres(url):
+        try:
+            from collector import store_pg
+        except ImportError as e:
+            raise StoreError(
+                f"PostgreSQL needs the psycopg package (pip install 'acme-preflight[postgresql]'):"
+                f" {e}"
+            ) from None
+        return store_pg.PostgresBackend(url, password_file=password_file)
+    from collector import store_sqlite
+
+    return store_sqlite.SqliteBackend(Path(url), synchronous=synchronous, shared=shared)
+
+
+def prepare(backend: Backend) -> int:
+    """Create (where it can) and migrate the database; raises StoreError."""
+    try:
+        conn = backend.connect()
+    except StoreError:
+        raise
+    except Exception as e:
+        raise StoreError(f"{backend.describe()}: {e}") from None
+    try:
+        return migrate(backend, conn)
+    except StoreError:
+        raise
+    except Exception as e:
+        raise StoreError(f"{backend.describe()}: {e}") from None
+    finally:
+        conn.close()

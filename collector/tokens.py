@@ -33,6 +33,14 @@ class TokenEntry:
     digest: bytes
     host_id: str | None  # None: any host
 
+    @property
+    def key(self) -> str:
+        """A stable name for this token in the database (the new-host cap): not the token.
+
+        A hash of its digest, so neither the token nor its digest is stored.
+        """
+        return hashlib.sha256(b"acme-preflight token key\0" + self.digest).hexdigest()[:24]
+
 
 class Tokens:
     """The set of valid tokens, each optionally bound to one host."""

@@ -5,7 +5,7 @@ listening socket per worker and address with ``SO_REUSEPORT`` (so the kernel spr
 connections over the workers, and a port chosen with ``:0`` is the same for all), allocates
 the shared metrics rows, then forks the workers. Each worker is a whole collector (event loop,
 writer thread, reader threads) serving its own sockets; their writers take turns on the
-database (store.Writer, ``<db>.lock``) and ``INSERT ... ON CONFLICT(report_id) DO NOTHING``
+database (store.Writer; with SQLite on ``<db>.lock``) and the unique ``(host_id, report_id)``
 keeps ingest idempotent across workers. Worker 0 alone runs retention.
 
 The supervisor prints the "listening on" line once every worker serves, forwards SIGTERM,
@@ -100,7 +100,13 @@ def supervise(
     from collector import metrics, store
 
     try:  # create and migrate once, before any worker opens the database
-        store.open_db(s.db, s.synchronous).close()
+        store.prepare(
+            store.open_backend(
+                s.postgres_url or str(s.db),
+                synchronous=s.synchronous,
+                password_file=s.store_password_file,
+            )
+        )
     except store.StoreError as e:
         _fail(f"database error: {e}")
         return 73

@@ -18,9 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from agent.checks import CHECK_NAMES
+from collector import store
 from collector.app import Collector
 from collector.config import Settings
 from collector.tokens import Tokens, parse
+from tests.lab.plugin import StoreTarget
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "fleet-token-0123456789abcdef"
@@ -99,11 +101,37 @@ class Running:
     clock: Clock
     db: Path
 
+    async def count(self, host_id: str | None = None) -> int:
+        """Reports stored (by one host), read on a connection of its own."""
+        return await self.collector.reader.run(lambda c: store.report_count(c, host_id))
 
-def settings(tmp_path: Path, **over: Any) -> Settings:
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Portable SQL (``?`` placeholders) on a reader connection."""
+        return await self.collector.reader.run(lambda c: c.execute(sql, params).fetchall())
+
+    async def set_read_only(self, on: bool) -> None:
+        """Make the writer's connection refuse writes (a full disk, a read-only replica)."""
+        sql = {
+            "sqlite": f"PRAGMA query_only={int(on)}",
+            "postgresql": f"SET default_transaction_read_only = {'on' if on else 'off'}",
+        }
+        await self.collector.writer.call(lambda c: c.execute(sql[c.dialect]))
+
+
+def store_settings(target: StoreTarget | None) -> dict[str, Any]:
+    """Settings fields that point a collector at ``target`` (None: SQLite under tmp_path)."""
+    if target is None:
+        return {}
+    if target.kind == "sqlite":
+        return {"db": Path(target.url)}
+    return {"postgres_url": target.url, "store_password_file": target.password_file}
+
+
+def settings(tmp_path: Path, store: StoreTarget | None = None, **over: Any) -> Settings:
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text(TOKENS_TEXT)
     values: dict[str, Any] = {"db": tmp_path / "db" / "collector.db", "tokens_file": tokens_file}
+    values.update(store_settings(store))
     values.update(over)
     return Settings(**values)
 

@@ -87,8 +87,9 @@ def fleet_reports(n: int, seed: int = 16, healthy: float = 0.7) -> Iterator[dict
 
 
 async def _fill(db: Path, docs: Iterator[dict[str, Any]], batch: int) -> int:
-    conn = store.open_db(db, synchronous="normal")
-    writer = store.Writer(conn, asyncio.get_running_loop(), max_batch=batch)
+    backend = store.open_backend(str(db), synchronous="normal")
+    store.prepare(backend)
+    writer = store.Writer(backend, asyncio.get_running_loop(), max_batch=batch)
     writer.start()
     n = 0
     try:

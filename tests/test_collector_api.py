@@ -7,7 +7,6 @@ import base64
 import gzip
 import json
 import re
-import sqlite3
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,11 +29,13 @@ from tests.collectorutil import (
     serve,
     settings,
 )
+from tests.lab.plugin import StoreTarget
 
 
 @pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[Running]:
-    async with serve(settings(tmp_path)) as running:
+async def srv(tmp_path: Path, store_target: StoreTarget) -> AsyncIterator[Running]:
+    """The collector on each backend in turn: these are the store's contract tests."""
+    async with serve(settings(tmp_path, store_target)) as running:
         yield running
 
 
@@ -63,11 +64,6 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await resp.json()
 
 
-def stored(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
-
-
 async def test_ingest_then_repeat_is_acknowledged_and_stored_once(
     srv: Running, http: aiohttp.ClientSession
 ) -> None:
@@ -75,10 +71,10 @@ async def test_ingest_then_repeat_is_acknowledged_and_stored_once(
     status, body = await post(http, srv, r)
     assert (status, body["duplicate"], body["report_id"]) == (202, False, r["report_id"])
     # committed before the 202: a separate connection sees it at once
-    assert stored(srv.db) == 1
+    assert await srv.count() == 1
     status, body = await post(http, srv, r)
     assert (status, body["duplicate"], body["status"]) == (200, True, "duplicate")
-    assert stored(srv.db) == 1
+    assert await srv.count() == 1
     hosts = (await get_json(http, f"{srv.url}/api/v1/hosts"))["hosts"]
     assert [h["host_id"] for h in hosts] == ["web-02"]
     assert hosts[0]["status"] == "warn"
@@ -93,7 +89,7 @@ async def test_concurrent_repeats_of_one_report_store_one_row(
     results = await asyncio.gather(*(post(http, srv, r) for _ in range(20)))
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] * 19 + [202]
-    assert stored(srv.db) == 1
+    assert await srv.count() == 1
 
 
 async def test_many_concurrent_reports_are_grouped_and_all_stored(
@@ -102,7 +98,7 @@ async def test_many_concurrent_reports_are_grouped_and_all_stored(
     reports = [report(f"host-{i % 7}") for i in range(200)]
     results = await asyncio.gather(*(post(http, srv, r) for r in reports))
     assert {s for s, _ in results} == {202}
-    assert stored(srv.db) == 200
+    assert await srv.count() == 200
     batches = srv.collector.metrics.batch_size
     assert sum(batches.counts) < 200  # some commits carried several reports
 
@@ -123,7 +119,7 @@ async def test_missing_or_wrong_token_is_401(
     status, body = await post(http, srv, report(), token=None, headers=headers)
     assert status == 401
     assert "token" in body["error"]
-    assert stored(srv.db) == 0
+    assert await srv.count() == 0
 
 
 async def test_host_bound_token(srv: Running, http: aiohttp.ClientSession) -> None:
@@ -132,7 +128,7 @@ async def test_host_bound_token(srv: Running, http: aiohttp.ClientSession) -> No
     assert body["field"] == "agent.host_id"
     status, _ = await post(http, srv, report("web-01"), token=WEB01_TOKEN)
     assert status == 202
-    assert stored(srv.db) == 1
+    assert await srv.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -168,7 +164,7 @@ async def test_schema_violation_is_400_naming_the_field(
     assert status == 400
     assert body["field"] == field
     assert field in body["error"]
-    assert stored(srv.db) == 0
+    assert await srv.count() == 0
 
 
 async def test_oversized_body_is_413_by_content_length(
@@ -221,7 +217,7 @@ async def test_gzip_bomb_is_413(srv: Running, http: aiohttp.ClientSession) -> No
     status, body = await post(http, srv, bomb, headers={"Content-Encoding": "gzip"})
     assert status == 413
     assert "larger than 1048576 bytes" in body["error"]
-    assert stored(srv.db) == 0
+    assert await srv.count() == 0
 
 
 @pytest.mark.parametrize(
@@ -297,9 +293,9 @@ async def test_stale_after_three_intervals(srv: Running, http: aiohttp.ClientSes
 
 
 async def test_retention_keeps_the_latest_per_host(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, store_target: StoreTarget
 ) -> None:
-    async with serve(settings(tmp_path, retention_days=30)) as srv:
+    async with serve(settings(tmp_path, store_target, retention_days=30)) as srv:
         srv.clock.advance(-40 * 86400)
         old_only = report("gone-quiet")
         await post(http, srv, old_only)
@@ -309,20 +305,19 @@ async def test_retention_keeps_the_latest_per_host(
         recent = report("busy")
         await post(http, srv, recent)
         srv.clock.advance(86400)
-        assert stored(srv.db) == 5
+        assert await srv.count() == 5
         pruned = await srv.collector.prune()
         assert pruned == 3
-        with sqlite3.connect(srv.db) as conn:
-            left = {r[0] for r in conn.execute("SELECT report_id FROM reports")}
+        left = {r[0] for r in await srv.query("SELECT report_id FROM reports")}
         assert left == {old_only["report_id"], recent["report_id"]}
         assert await srv.collector.prune() == 0
         assert srv.collector.metrics.pruned == 3
 
 
 async def test_retention_runs_in_the_background_beside_ingest(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, store_target: StoreTarget
 ) -> None:
-    async with serve(settings(tmp_path, retention_days=1, prune_interval_s=1)) as srv:
+    async with serve(settings(tmp_path, store_target, retention_days=1, prune_interval_s=1)) as srv:
         srv.clock.advance(-3 * 86400)
         for _ in range(1200):  # several prune chunks
             old = report("old")
@@ -334,16 +329,13 @@ async def test_retention_runs_in_the_background_beside_ingest(
             status, _ = await post(http, srv, report("new"))
             assert status == 202
             await asyncio.sleep(0.05)
-            if stored(srv.db) <= 31:
+            if await srv.count() <= 31:
                 break
         for _ in range(60):
-            if stored(srv.db) <= 31:
+            if await srv.count() <= 31:
                 break
             await asyncio.sleep(0.1)
-        with sqlite3.connect(srv.db) as conn:
-            by_host = dict(
-                conn.execute("SELECT host_id, COUNT(*) FROM reports GROUP BY host_id").fetchall()
-            )
+        by_host = dict(await srv.query("SELECT host_id, COUNT(*) FROM reports GROUP BY host_id"))
         assert by_host["old"] == 1  # its latest stays
         assert by_host["new"] >= 1
 
@@ -460,16 +452,16 @@ async def test_database_failure_is_503_and_nothing_is_lost_later(
     srv: Running, http: aiohttp.ClientSession
 ) -> None:
     r = report("db-trouble")
-    await srv.collector.writer.call(lambda c: c.execute("PRAGMA query_only=1"))
+    await srv.set_read_only(True)
     async with http.post(
         f"{srv.url}/api/v1/reports", data=json.dumps(r).encode(), headers=auth()
     ) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "5"
-    await srv.collector.writer.call(lambda c: c.execute("PRAGMA query_only=0"))
+    await srv.set_read_only(False)
     # the agent retries the same report: now it is stored, once
     assert (await post(http, srv, r))[0] == 202
-    assert stored(srv.db) == 1
+    assert await srv.count() == 1
     assert srv.collector.metrics.ingest["unavailable"] == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from tests.lab.certcentral import CertCentralLab
 from tests.lab.digicert import DigicertLab
 from tests.lab.netns import assert_netns_isolated
 from tests.lab.pki import LabPki, make_pki
+from tests.lab.postgres import PostgresServer
+from tests.lab.postgres import running as postgres_running
 
 # Cleared for every test, httpx-style: nothing a developer's shell exports may route a
 # test through a proxy or swap its trust store.
@@ -82,3 +85,35 @@ def certcentral_lab(
     lab = lab_thread.start(CertCentralLab(lab_pki))
     lab.ca_bundle = lab_pki.write_bundle(tmp_path_factory.mktemp("certcentral") / "ca.pem")
     yield lab
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (unix socket, SCRAM password); see postgres.py."""
+    with postgres_running() as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a collector under test stores: ``kind`` "sqlite" (a file) or "postgresql"."""
+
+    kind: str
+    url: str
+    password_file: Path | None = None
+    server: PostgresServer | None = None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> StoreTarget:
+    """Each backend in turn: contract tests take this to run against both.
+
+    PostgreSQL: a fresh database on the session's server for each test.
+    """
+    if request.param == "sqlite":
+        return StoreTarget("sqlite", str(tmp_path_factory.mktemp("store") / "collector.db"))
+    server: PostgresServer = request.getfixturevalue("postgres")
+    db = server.create_database()
+    return StoreTarget("postgresql", server.url(db), server.password_file, server)
