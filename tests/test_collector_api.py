@@ -527,7 +527,7 @@ async def test_out_of_range_numbers_are_400_and_never_reach_the_listing(
     status, answer = await post(http, srv, body.encode())
     assert status == 400, answer
     assert answer["field"] == field.replace("[-1]", f"[{len(r['checks']) - 1}]")
-    assert stored(srv.db) == 0
+    assert await srv.count() == 0
     async with http.get(f"{srv.url}/api/v1/hosts") as resp:
         assert resp.status == 200
         assert _strict(await resp.text())["hosts"] == []

@@ -305,7 +305,9 @@ def test_migrating_a_version_1_database_keeps_its_reports(tmp_path: Path) -> Non
         row = store.host(conn2, "old")
         assert row is not None and (row.last_seen, row.body) == (5.0, body.encode())
         conn2.begin()
-        out = store.write_group(conn2, [record("r1", "other-host"), record("r1", "old")], 6.0)
+        out = store.write_group(
+            conn2, [record("r1", "other-host"), record("r1", "old", body=body.encode())], 6.0
+        )
         conn2.commit()
         assert out == [STORED, DUPLICATE]  # the same report_id, another host; the old one kept
     finally:
