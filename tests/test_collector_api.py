@@ -131,6 +131,93 @@ async def test_host_bound_token(srv: Running, http: aiohttp.ClientSession) -> No
     assert await srv.count() == 1
 
 
+async def test_a_host_cannot_pre_claim_another_hosts_report_id(
+    tmp_path: Path, http: aiohttp.ClientSession, store_target: StoreTarget
+) -> None:
+    """Issue 14 item 2, performed: web-01's bound token posts a report carrying web-02's
+    report_id (seen on web-02's /status) before web-02 sends it. web-02's report must still be
+    stored, listed as its latest, and acknowledged as stored."""
+    web02 = "web02-token-0123456789abcdef"
+    tokens = parse(f"{WEB01_TOKEN} web-01\n{web02} web-02\n", "tokens")
+    async with serve(settings(tmp_path, store_target), tokens) as srv:
+        victim = report("web-02", {"caa": "fail"})
+        squat = report("web-01", report_id=victim["report_id"])
+        status, ack = await post(http, srv, squat, token=WEB01_TOKEN)
+        assert (status, ack["stored"], ack["host_id"]) == (202, True, "web-01")
+        status, ack = await post(http, srv, victim, token=web02)
+        assert status == 202, ack
+        assert ack == {
+            "status": "accepted",
+            "report_id": victim["report_id"],
+            "host_id": "web-02",
+            "duplicate": False,
+            "stored": True,
+        }
+        # the agent's retry of the same report: acknowledged, stored once
+        status, ack = await post(http, srv, victim, token=web02)
+        assert (status, ack["duplicate"], ack["stored"]) == (200, True, True)
+        assert await srv.count("web-02") == 1
+        hist = await get_json(http, f"{srv.url}/api/v1/hosts/web-02/reports")
+        assert [r["report"]["report_id"] for r in hist["reports"]] == [victim["report_id"]]
+        assert hist["reports"][0]["report"]["status"] == "fail"  # web-02's own, not the squat
+        # a different report under an id this host already used is refused, not "delivered"
+        other = report("web-02", report_id=victim["report_id"])
+        status, ack = await post(http, srv, other, token=web02)
+        assert (status, ack["status"], ack["stored"]) == (409, "conflict", False)
+        assert await srv.count() == 2
+        assert srv.collector.metrics.ingest["conflict"] == 1
+
+
+async def test_new_host_cap_per_fleet_token(
+    tmp_path: Path, http: aiohttp.ClientSession, store_target: StoreTarget
+) -> None:
+    """Issue 14 item 5, performed: one fleet-wide token invents host_ids; past the cap they get
+    429 and are not stored, while known hosts and host-bound tokens go on."""
+    async with serve(settings(tmp_path, store_target, new_hosts_per_hour=5)) as srv:
+        answers = [await post(http, srv, report(f"fake-{i:03d}")) for i in range(8)]
+        assert [a[0] for a in answers] == [202] * 5 + [429] * 3
+        ack = answers[-1][1]
+        assert (ack["status"], ack["stored"], ack["limit"]) == ("host_limit", False, 5)
+        async with http.post(
+            f"{srv.url}/api/v1/reports", json=report("fake-999"), headers=auth()
+        ) as resp:
+            assert resp.status == 429 and resp.headers["Retry-After"] == "300"
+        assert (await post(http, srv, report("fake-000")))[0] == 202  # known: not capped
+        assert (await post(http, srv, report("web-01"), token=WEB01_TOKEN))[0] == 202
+        listed = await get_json(http, f"{srv.url}/api/v1/hosts")
+        assert len(listed["hosts"]) == 6
+        srv.clock.advance(3601)
+        assert (await post(http, srv, report("fake-100")))[0] == 202
+        assert srv.collector.metrics.ingest["host_limit"] == 4
+
+
+async def test_hosts_not_seen_for_host_days_leave_the_fleet_and_are_counted(
+    tmp_path: Path, http: aiohttp.ClientSession, store_target: StoreTarget
+) -> None:
+    async with serve(settings(tmp_path, store_target, host_retention_days=7)) as srv:
+        await post(http, srv, report("gone", {"privileges": "fail"}))
+        srv.clock.advance(8 * 86400)
+        await post(http, srv, report("here"))
+        assert await srv.collector.prune() == 0
+        listed = await get_json(http, f"{srv.url}/api/v1/hosts")
+        assert [h["host_id"] for h in listed["hosts"]] == ["here"]
+        problems = await get_json(http, f"{srv.url}/api/v1/problems")
+        assert "gone" not in json.dumps(problems)
+        async with http.get(f"{srv.url}/") as resp:
+            assert 'data-host-id="gone"' not in await resp.text()
+        async with http.get(f"{srv.url}/metrics") as resp:
+            families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+        retired = families["acme_preflight_collector_hosts_retired"].samples[0].value
+        assert retired == 1
+        assert (await srv.query("SELECT value FROM counters WHERE name = 'hosts_retired'")) == [
+            (1,)
+        ]
+        # reporting again makes it a host again
+        assert (await post(http, srv, report("gone")))[0] == 202
+        listed = await get_json(http, f"{srv.url}/api/v1/hosts")
+        assert sorted(h["host_id"] for h in listed["hosts"]) == ["gone", "here"]
+
+
 @pytest.mark.parametrize(
     "body",
     [b"{", b"not json", b"", b'{"a": NaN}', b"\xff\xfe{}", b'{"x": Infinity}'],

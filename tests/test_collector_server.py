@@ -85,6 +85,24 @@ def run_collector(*args: str, timeout: float = 20) -> subprocess.CompletedProces
         ("[tls]\ncertificate = '/c.pem'\n", "[tls] certificate: unknown key"),
         ("tls = 1\n", "[tls]: expected a table"),
         ("retention_days = \n", "invalid TOML"),
+        (
+            "[store]\nurl = 'postgresql://pf:s3cret-pw@db.example/fleet'\n",
+            "[store] url: the URL carries a password: use [store] password_file",
+        ),
+        (
+            "[store]\nurl = 'postgresql://pf@db.example/fleet?password=s3cret-pw'\n",
+            "[store] url: the URL carries a password parameter",
+        ),
+        ("[store]\nurl = 'postgresql://pf:s3cret-pw/fleet'\n", "[store] url: not a valid"),
+        ("[store]\nurl = 'postgresql://pf@db.example'\n", "[store] url: name the database"),
+        ("[store]\nurl = 5\n", "[store] url: expected a SQLite path or a postgresql:// URL"),
+        ("[store]\nhost = 'db'\n", "[store] host: unknown key"),
+        ("db = '/a.db'\n[store]\nurl = '/b.db'\n", "set either db or [store] url"),
+        ("retention_days = 3\n[retention]\ndays = 4\n", "set either retention_days or"),
+        ("[retention]\nhost_days = -1\n", "[retention] host_days: -1 is out of range"),
+        ("[retention]\nkeep = 1\n", "[retention] keep: unknown key"),
+        ("[store]\npassword_file = '/pw'\n", "[store] password_file: only for a postgresql://"),
+        ("new_hosts_per_hour = 'many'\n", "new_hosts_per_hour: expected an integer"),
     ],
 )
 def test_config_errors_name_the_key_and_exit_78(tmp_path: Path, toml: str, message: str) -> None:
@@ -93,6 +111,7 @@ def test_config_errors_name_the_key_and_exit_78(tmp_path: Path, toml: str, messa
     proc = run_collector("serve", "--config", str(cfg), "--tokens-file", str(tokens_file(tmp_path)))
     assert proc.returncode == 78, proc.stderr
     assert message in proc.stderr
+    assert "s3cret" not in proc.stderr
     assert proc.stderr.startswith("acme-preflight-collector: config error: ")
 
 
