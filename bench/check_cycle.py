@@ -41,7 +41,6 @@ async def measure(cfg_path: Path, cycles: int, warmup: int) -> dict[str, Any]:
     from agent.config import load
     from agent.context import CheckContext
     from agent.daemon.service import Daemon
-    from agent.daemon.spool import SPOOL_FILE, Spool
     from agent.redact import redact_obj
     from agent.report import build_report, identity, utc_now
     from agent.runner import run_checks
@@ -72,17 +71,14 @@ async def measure(cfg_path: Path, cycles: int, warmup: int) -> dict[str, Any]:
             statuses.setdefault(r.name, set()).add(r.status.value)
 
     # The daemon's own per-run job: checks, report, spool commit, last.json.
+    # (the delivery opens the spool at the first enqueue; its drain task is not started)
     daemon = Daemon(config, None, cfg_path, explicit_config=True)
-    spool = Spool(config.agent.state_dir / SPOOL_FILE, 1_000_000, 1 << 34)
-    daemon._spool = spool  # what serve() sets up; the delivery task is not started
     for i in range(warmup + cycles):
         t0 = time.perf_counter()
         await daemon._run_once()
         if i >= warmup:
             rows["daemon"].append((time.perf_counter() - t0) * 1000)
-    spool.close()
-    if daemon._sender is not None:
-        await daemon._sender.close()
+    await daemon.delivery.close()
     overhead = [c - s for c, s in zip(rows["checks"], rows["slowest"], strict=True)]
     report_overhead = [c - s for c, s in zip(rows["report"], rows["slowest"], strict=True)]
     return {

@@ -2,8 +2,8 @@
 
 The agent side is the daemon's own code: reports committed to the real SQLite spool
 (``agent.daemon.spool.Spool``, WAL, ``synchronous=FULL``), then drained by the daemon's
-delivery loop (``Daemon._drain``: oldest first, gzip, ``Sender`` over one long-lived
-aiohttp session, deleting each accepted report from the spool). The collector is the real
+delivery (``agent.daemon.delivery.Delivery``: oldest first, gzip, ``Sender`` over a
+small pool of keep-alive connections, deleting each acknowledged report from the spool). The collector is the real
 one (``python -m collector serve``, its own SQLite with ``synchronous=FULL``) in a child
 process, bearer token required. Reports are shaped like the agent's (all six checks with
 details, 2-4 KB).
@@ -67,7 +67,9 @@ async def drain(
 ) -> dict[str, float]:
     """Spool ``items``, then time the daemon's real drain loop; wall and CPU seconds."""
     from agent.config import from_mapping
-    from agent.daemon.service import Daemon
+    from agent.daemon.delivery import Delivery
+    from agent.daemon.metrics import Metrics
+    from agent.daemon.sender import Sender
     from agent.daemon.spool import SPOOL_FILE, Spool
 
     config = from_mapping(
@@ -85,24 +87,28 @@ async def drain(
     for report_id, body in items[:50]:
         spool.add(report_id, body)
     fill(spool, items[50:])
-    daemon = Daemon(config, token_file.read_text().strip(), None, explicit_config=False)
-    daemon._spool = spool  # what serve() sets up
-    assert daemon._sender is not None
-    daemon._sender.connections = window
+    spool.close()
+    sender = Sender(config.collector, token_file.read_text().strip(), connections=window)
+    metrics = Metrics("bench")
+    delivery = Delivery(state, len(items) + 10, config.collector.spool_max_bytes, metrics, sender)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    await daemon._drain()
+    task = asyncio.create_task(delivery.run())
+    while metrics.delivered < len(items) and not metrics.delivery_failures:
+        await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-    left = spool.depth()
-    if left.reports or left.dead_letters or daemon.metrics.delivery_failures:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await delivery.close()
+    left = Spool(state / SPOOL_FILE, len(items) + 10, config.collector.spool_max_bytes)
+    depth = left.depth()
+    left.close()
+    if depth.reports or depth.dead_letters or metrics.delivery_failures:
         raise RuntimeError(
-            f"drain incomplete: {left}, {daemon.metrics.delivery_failures} failed attempts"
+            f"drain incomplete: {depth}, {metrics.delivery_failures} failed attempts"
         )
-    if daemon._current is not None:
-        await daemon._current.close()
-    spool.close()
     return {"wall_s": elapsed, "cpu_s": cpu}
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,22 @@ def wait_http(port: int, path: str, timeout: float = 10.0) -> tuple[int, str]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def fill_spool(state_dir: Path, n: int, pad: int = 200) -> list[str]:
+    """A spool an earlier daemon left behind in ``state_dir``, with ``n`` reports that the
+    lab recorder accepts (written in one transaction); their report_ids, oldest first."""
+    from agent.daemon.spool import SPOOL_FILE, Spool
+
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    Spool(state_dir / SPOOL_FILE, 100_000, 1 << 30).close()  # the schema
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    rows = []
+    for rid in ids:
+        body = json.dumps({"report_id": rid, "pad": "x" * pad}).encode()
+        rows.append((rid, body, len(body)))
+    with contextlib.closing(sqlite3.connect(state_dir / SPOOL_FILE)) as db, db:
+        db.executemany(
+            "INSERT INTO reports (report_id, body, size, spooled_at) VALUES (?, ?, ?, 0)", rows
+        )
+    return ids

@@ -8,7 +8,8 @@ from agent.daemon.metrics import METRICS, Metrics
 
 
 def test_every_family_parses_with_help_and_type() -> None:
-    m = Metrics("1.2.3", runs=4, delivered=3, dropped=2)
+    m = Metrics("1.2.3", runs=4, delivered=3)
+    m.dropped["spool_full"] = 2
     m.last_report = {
         "status": "fail",
         "checks": [
@@ -44,6 +45,15 @@ def test_every_family_parses_with_help_and_type() -> None:
     assert families["acme_preflight_last_run_status"].samples[0].value == 2
     assert families["acme_preflight_reports_delivered"].samples[0].value == 3
     assert families["acme_preflight_reports_dropped"].type == "counter"
+    dropped = {
+        s.labels["reason"]: s.value for s in families["acme_preflight_reports_dropped"].samples
+    }
+    assert dropped == {"spool_full": 2, "dead_letter": 0, "spool_corrupt": 0}
+    m.delivery_hold("the collector rejected 5 report(s) in a row")
+    held = {f.name: f for f in text_string_to_metric_families(m.render())}
+    assert held["acme_preflight_delivery_held"].samples[0].value == 1
+    m.delivery_ok()  # an acceptance ends the hold
+    assert "acme_preflight_delivery_held 0" in m.render()
     assert (
         families["acme_preflight_last_run_timestamp_seconds"].samples[0].value == 1_800_000_000.25
     )

@@ -31,7 +31,8 @@ from tests.daemonproc import free_port
 from tests.lab.recorder import Recorder
 
 TOKEN = "sender-test-token-0123456789"
-BODY = json.dumps({"report_id": "11111111-2222-4333-8444-555555555555", "x": "y" * 500}).encode()
+RID = "11111111-2222-4333-8444-555555555555"
+BODY = json.dumps({"report_id": RID, "x": "y" * 500}).encode()
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_bad_token_files_name_the_key_not_the_token(
 async def test_delivered_gzip_with_content_length_and_bearer(rec: Recorder) -> None:
     s = sender(rec.url)
     try:
-        result = await s.send(BODY, time.time())
+        result = await s.send(BODY, time.time(), RID)
     finally:
         await s.close()
     assert result == SendResult(Verdict.DELIVERED, 202)
@@ -164,7 +165,7 @@ async def test_failure_answers_are_classified_and_the_token_is_scrubbed(rec: Rec
     rec.answer(404)
     s = sender(rec.url)
     try:
-        results = [await s.send(BODY, time.time()) for _ in range(4)]
+        results = [await s.send(BODY, time.time(), RID) for _ in range(4)]
     finally:
         await s.close()
     assert [r.verdict for r in results] == [
@@ -182,7 +183,7 @@ async def test_slow_collector_times_out(rec: Recorder) -> None:
     rec.delay = 1.5
     s = sender(rec.url, timeout=0.3)
     try:
-        result = await s.send(BODY, time.time())
+        result = await s.send(BODY, time.time(), RID)
     finally:
         await s.close()
     assert result.verdict is Verdict.RETRY and "timed out" in result.error
@@ -191,7 +192,7 @@ async def test_slow_collector_times_out(rec: Recorder) -> None:
 async def test_collector_down_is_retried() -> None:
     s = sender(f"http://127.0.0.1:{free_port()}")
     try:
-        result = await s.send(BODY, time.time())
+        result = await s.send(BODY, time.time(), RID)
     finally:
         await s.close()
     assert result.verdict is Verdict.RETRY and result.status is None
@@ -229,9 +230,9 @@ async def test_mutual_tls_with_ca_file(pki: dict[str, object]) -> None:
         no_client_cert = sender(rec.url, ca_file=d / "ca.pem")
         untrusted = sender(rec.url)  # system trust store: the lab CA is not in it
         try:
-            ok = await good.send(BODY, time.time())
-            refused = await no_client_cert.send(BODY, time.time())
-            unverified = await untrusted.send(BODY, time.time())
+            ok = await good.send(BODY, time.time(), RID)
+            refused = await no_client_cert.send(BODY, time.time(), RID)
+            unverified = await untrusted.send(BODY, time.time(), RID)
         finally:
             for s in (good, no_client_cert, untrusted):
                 await s.close()
@@ -273,7 +274,7 @@ async def test_a_collector_speaking_garbage_is_a_retry_not_a_crash(answer: bytes
     port = server.sockets[0].getsockname()[1]
     s = sender(f"http://127.0.0.1:{port}", timeout=2)
     try:
-        result = await s.send(BODY, time.time())
+        result = await s.send(BODY, time.time(), RID)
     finally:
         await s.close()
         server.close()

@@ -141,24 +141,40 @@ def test_429_with_retry_after_waits_at_least_that_long(
     assert attempts[1].at - attempts[0].at >= 2.0
 
 
-def test_400_goes_to_the_dead_letter_table_and_the_rest_flows(
+def test_a_report_the_collector_never_takes_is_dead_lettered_and_the_rest_flows(
     tmp_path: Path, rec: Recorder, token_file: Path
 ) -> None:
-    rec.answer(400)
+    rec.poison(422)  # the first report is refused every time; every other one is accepted
     port = free_port()
     cfg = base_config(tmp_path, rec.url, token_file=token_file, status_port=port)
     with start(tmp_path, cfg) as d:
-        rec.wait_for(2, timeout=10)
+        rec.wait_for(2, timeout=20)
+        d.wait_log(lambda e: "dead-letter table" in e.get("event", ""), timeout=20)
         _, text = wait_http(port, "/metrics")
         assert d.stop() == 0
-    _, attempts = rec.snapshot()
-    rejected = attempts[0].report_id
+    (rejected,) = rec.poisoned
     dead = spool_rows(tmp_path / "state", "dead_letters")
-    assert [(r[0], r[1]) for r in dead] == [(rejected, 400)]
-    assert "scripted 400" in dead[0][2]
+    assert [(r[0], r[1]) for r in dead] == [(rejected, 422)]
+    assert f"invalid report {rejected}" in dead[0][2]
     assert rejected not in [r["report_id"] for r in rec.accepted]
     assert "acme_preflight_reports_dead_lettered_total 1" in text
     assert "acme_preflight_dead_letter_reports 1" in text
+    assert 'acme_preflight_reports_dropped_total{reason="dead_letter"} 1' in text
+
+
+def test_a_rejection_that_passes_is_not_a_dead_letter(
+    tmp_path: Path, rec: Recorder, token_file: Path
+) -> None:
+    """One 400 (a proxy's blip) and then the collector takes the same report: delivered,
+    not dead-lettered (before, the first 400 destroyed it)."""
+    rec.answer(400)
+    cfg = base_config(tmp_path, rec.url, token_file=token_file)
+    with start(tmp_path, cfg) as d:
+        first = rec.wait_attempts(1, timeout=10)[0].report_id
+        rec.wait_for(2, timeout=20)
+        assert d.stop() == 0
+    assert first in [r["report_id"] for r in rec.accepted]
+    assert spool_rows(tmp_path / "state", "dead_letters") == []
 
 
 def test_401_keeps_the_data_and_the_token_is_never_shown(

@@ -26,7 +26,15 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clirun import run_cli
-from tests.daemonproc import TOKEN, DaemonProc, base_config, free_port, wait_http, write_config
+from tests.daemonproc import (
+    TOKEN,
+    DaemonProc,
+    base_config,
+    fill_spool,
+    free_port,
+    wait_http,
+    write_config,
+)
 from tests.lab.base import LabThread, StreamServer
 from tests.lab.endpoints import ResetEndpoint
 from tests.lab.recorder import Recorder
@@ -294,3 +302,80 @@ def test_private_ca_without_ca_file_names_the_fix(tmp_path: Path, token_file: Pa
         d.signal(signal.SIGHUP)
         wait_delivered_all(d, port, lambda: accepted_ids(rec))
         assert d.stop() == 0
+
+
+WAVE = 3001
+
+
+def dropped_total(port: int) -> float:
+    return sum(v for _, v in metrics(port)["acme_preflight_reports_dropped"])
+
+
+def test_a_400_wave_holds_the_spool_instead_of_destroying_it(
+    tmp_path: Path, token_file: Path
+) -> None:
+    """Issue 14 item 7, as attacked: 3,001 reports spooled and a server (a WAF before the
+    collector) answering 400 to everything. Before, 2,001 were destroyed in 10 s with
+    ``reports_dropped_total`` still 0; now the spool is held, said in /status/daemon and
+    /metrics, and every report is delivered once the 400s stop."""
+    ids = fill_spool(tmp_path / "state", WAVE)
+    port = free_port()
+    with Recorder(token=TOKEN) as rec:
+        rec.answer(400, times=1_000_000, body="<html>Request blocked by policy</html>")
+        cfg = base_config(tmp_path, rec.url, token_file=token_file, status_port=port)
+        with start(tmp_path, cfg) as d:
+            wait_until(lambda: m_value(port, "acme_preflight_delivery_held") == 1, 15, "held", d)
+            time.sleep(3)  # the wave goes on
+            assert m_value(port, "acme_preflight_dead_letter_reports") == 0
+            assert m_value(port, "acme_preflight_spool_reports") >= WAVE
+            assert dropped_total(port) == 0
+            delivery = daemon_status(port)["delivery"]
+            assert delivery["held"] is True and "400" in delivery["held_reason"]
+            assert delivery["http_status"] == 400
+            _, attempts = rec.snapshot()
+            assert len(attempts) < 100, len(attempts)  # backing off, not hammering
+            assert d.events(
+                "collector rejects every report: spool held, reports kept and retried"
+                " (a proxy or WAF in front of it, or the collector itself, refuses them)"
+            )
+            rec.clear_script()  # the rule is lifted
+            d.signal(signal.SIGHUP)  # a reload ends the backoff (docs/daemon.md)
+            wait_delivered_all(d, port, lambda: accepted_ids(rec), timeout=60)
+            assert m_value(port, "acme_preflight_delivery_held") == 0
+            assert d.stop() == 0
+    assert set(ids) <= accepted_ids(rec)
+    assert spool_counts(tmp_path / "state") == (0, 0)
+
+
+def test_a_captive_portal_200_is_not_a_delivery(tmp_path: Path, token_file: Path) -> None:
+    """Issue 14 item 8: a proxy answering 200 with an HTML login page. Before, 50 spooled
+    reports were deleted as delivered; now they are kept until the collector itself
+    acknowledges them."""
+    ids = fill_spool(tmp_path / "state", 50)
+    port = free_port()
+    page = "<!doctype html><title>Wi-Fi login</title><form>Sign in to continue</form>"
+    with Recorder(token=TOKEN) as rec:
+        rec.answer(200, times=1_000_000, body=page)
+        cfg = base_config(tmp_path, rec.url, token_file=token_file, status_port=port)
+        with start(tmp_path, cfg) as d:
+            delivery = wait_failing(d, port, "http", 200)
+            assert "not the collector's acknowledgement" in delivery["error"]
+            assert m_value(port, "acme_preflight_spool_reports") >= 50
+            assert m_value(port, "acme_preflight_reports_delivered") == 0
+            rec.clear_script()
+            d.signal(signal.SIGHUP)
+            wait_delivered_all(d, port, lambda: accepted_ids(rec))
+            assert d.stop() == 0
+    assert set(ids) <= accepted_ids(rec)
+
+
+def spool_counts(state: Path) -> tuple[int, int]:
+    import sqlite3
+
+    con = sqlite3.connect(state / "spool.sqlite3")
+    try:
+        (n,) = con.execute("SELECT COUNT(*) FROM reports").fetchone()
+        (dead,) = con.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        return int(n), int(dead)
+    finally:
+        con.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemonproc import TOKEN, DaemonProc, base_config, free_port, write_config
+from tests.daemonproc import TOKEN, DaemonProc, base_config, fill_spool, free_port, write_config
 from tests.lab.recorder import Recorder
 from tests.test_faults_collector import (
     accepted_ids,
@@ -133,3 +133,63 @@ def test_state_dir_read_only_then_writable(tmp_path: Path, rec: Recorder) -> Non
     assert len(accepted_ids(rec)) >= 4
     assert "Traceback" not in d.log_text()
     assert "running without the lock" in d.log_text()
+
+
+def set_aside(state: Path) -> list[Path]:
+    """The damaged spool files moved aside (without their -wal/-shm companions)."""
+    found = state.glob("spool.sqlite3.corrupt-*")
+    return sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
+
+
+def damage(spool: Path, how: str) -> None:
+    """Break the spool file as a failing disk or a stray write would."""
+    size = spool.stat().st_size
+    if how == "page":
+        # b-tree pages in the middle; the 100-byte header (and page 1) stay intact
+        with spool.open("r+b") as f:
+            f.seek(4 * 4096)
+            f.write(bytes(range(256)) * 16 * 4)
+    elif how == "zeroed":
+        spool.write_bytes(b"\0" * size)
+    else:  # garbage
+        spool.write_bytes(b"this is not a database\n" * (size // 23 + 1))
+
+
+@pytest.mark.parametrize("how", ["page", "zeroed", "garbage"])
+def test_a_damaged_spool_is_moved_aside_and_a_fresh_one_delivers(
+    tmp_path: Path, rec: Recorder, how: str
+) -> None:
+    """Issue 14 item 9. Before: a damaged page with an intact header was a traceback and
+    exit 1 at every start (a restart loop with no checks); a zeroed or garbage file left
+    the daemon running but never delivering. Now the file is moved aside with a
+    timestamp, a fresh spool starts, and the log, /status/daemon and /metrics say so."""
+    state = tmp_path / "state"
+    fill_spool(state, 300, pad=2000)  # ~170 pages
+    spool = state / "spool.sqlite3"
+    assert not (state / "spool.sqlite3-wal").exists()  # checkpointed: all in the main file
+    damage(spool, how)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    port = free_port()
+    cfg = base_config(tmp_path, rec.url, token_file=token_file, status_port=port)
+    with DaemonProc(write_config(tmp_path / "config.toml", cfg), tmp_path / "daemon.log") as d:
+        line = d.wait_log(lambda e: e.get("event", "").startswith("the spool is damaged"))
+        assert line["level"] == "error" and ".corrupt-" in line["moved_to"]
+        wait_until(lambda: set(run_ids(d)[:2]) <= accepted_ids(rec), 20, "delivery", d)
+        spool_status = daemon_status(port)["spool"]
+        assert spool_status["corruptions_total"] == 1
+        assert spool_status["corrupt_moved_to"] == line["moved_to"]
+        assert m_value(port, "acme_preflight_spool_corruptions") == 1
+        lost = line["reports_lost"]
+        assert 0 <= lost <= 300
+        assert daemon_status(port)["spool"]["dropped"]["spool_corrupt"] == lost
+        assert d.proc.poll() is None
+        assert d.stop() == 0
+    assert [str(p) for p in set_aside(state)] == [line["moved_to"]]
+    assert not [e for e in d.logs() if e.get("unparsed") and "Traceback" in e["event"]]
+    # the next start finds a sound spool: nothing more is moved aside
+    before = len(run_ids(d))
+    with DaemonProc(write_config(tmp_path / "config.toml", cfg), tmp_path / "daemon.log") as d2:
+        wait_until(lambda: len(run_ids(d2)) > before, 15, "a run", d2)
+        assert d2.stop() == 0
+    assert len(set_aside(state)) == 1

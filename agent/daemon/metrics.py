@@ -42,7 +42,26 @@ METRICS: dict[str, tuple[str, str]] = {
         "counter",
         "Reports the collector rejected for good (400/413/422), moved to the dead-letter table.",
     ),
-    "reports_dropped_total": ("counter", "Oldest reports dropped because the spool was full."),
+    "reports_dropped_total": (
+        "counter",
+        "Reports that will not reach the collector, by reason: spool_full (the oldest, to make"
+        " room), dead_letter (rejected for good), spool_corrupt (in a damaged spool moved aside).",
+    ),
+    "dead_letters_evicted_total": (
+        "counter",
+        "Oldest dead letters deleted to keep the dead-letter table bounded (each was counted"
+        " in reports_dropped_total when it was dead-lettered).",
+    ),
+    "delivery_held": (
+        "gauge",
+        "1 while the spool is held: the collector (or a proxy before it) rejects every report"
+        " (400/409/413/422 in a row), so none is dead-lettered; retried with backoff.",
+    ),
+    "spool_corruptions_total": (
+        "counter",
+        "Damaged spool files moved aside (state_dir/spool.sqlite3.corrupt-TIME), each replaced"
+        " by a fresh spool.",
+    ),
     "config_reloads_total": ("counter", "SIGHUP reloads by result (ok or failed)."),
     "delivery_failing": (
         "gauge",
@@ -70,7 +89,10 @@ class Metrics:
     delivered: int = 0
     delivery_failures: int = 0
     dead_lettered: int = 0
-    dropped: int = 0
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"spool_full": 0, "dead_letter": 0, "spool_corrupt": 0}
+    )
+    dead_letters_evicted: int = 0
     reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     spool_reports: int = 0
     spool_bytes: int = 0
@@ -88,12 +110,24 @@ class Metrics:
     spool_error_kind: str = ""
     spool_error_ts: float | None = None
     spool_errors: int = 0
+    held_reason: str = ""  # why the spool is held (every report rejected), or ""
+    held_since: float | None = None
+    spool_corruptions: int = 0
+    spool_corrupt_moved_to: str = ""
+    spool_corrupt_error: str = ""
+    spool_corrupt_ts: float | None = None
 
     def delivery_ok(self) -> None:
         self.last_delivery_ts = time.time()
         self.consecutive_failures = 0
         self.delivery_error, self.delivery_error_kind = "", ""
         self.delivery_error_status = self.delivery_error_ts = None
+        self.held_reason, self.held_since = "", None
+
+    def delivery_hold(self, reason: str) -> None:
+        if not self.held_reason:
+            self.held_since = time.time()
+        self.held_reason = reason
 
     def delivery_failed(self, error: str, http_status: int | None) -> None:
         self.consecutive_failures += 1
@@ -111,6 +145,12 @@ class Metrics:
         self.spool_error_kind = kind or spool_error_kind(error)
         self.spool_error_ts = time.time()
 
+    def spool_corrupted(self, moved_to: str, error: str, lost: int) -> None:
+        self.spool_corruptions += 1
+        self.spool_corrupt_moved_to, self.spool_corrupt_error = moved_to, error
+        self.spool_corrupt_ts = time.time()
+        self.dropped["spool_corrupt"] += lost
+
     def daemon_status(self) -> dict[str, Any]:
         """The daemon's own state for ``/status/daemon``: delivery and spool health."""
         return {
@@ -124,6 +164,9 @@ class Metrics:
                 "last_delivered_at": _iso(self.last_delivery_ts),
                 "delivered_total": self.delivered,
                 "failures_total": self.delivery_failures,
+                "held": bool(self.held_reason),
+                "held_reason": self.held_reason or None,
+                "held_since": _iso(self.held_since),
             },
             "spool": {
                 "failing": bool(self.spool_error),
@@ -134,7 +177,13 @@ class Metrics:
                 "reports": self.spool_reports,
                 "bytes": self.spool_bytes,
                 "dead_letters": self.dead_letters,
-                "dropped_total": self.dropped,
+                "dropped_total": sum(self.dropped.values()),
+                "dropped": dict(self.dropped),
+                "dead_letters_evicted_total": self.dead_letters_evicted,
+                "corruptions_total": self.spool_corruptions,
+                "corrupt_moved_to": self.spool_corrupt_moved_to or None,
+                "corrupt_error": self.spool_corrupt_error or None,
+                "corrupt_at": _iso(self.spool_corrupt_ts),
             },
             "runs_total": self.runs,
             "last_run_at": _iso(self.last_run_ts),
@@ -172,7 +221,10 @@ class Metrics:
         family("reports_delivered_total", [({}, self.delivered)])
         family("delivery_failures_total", [({}, self.delivery_failures)])
         family("reports_dead_lettered_total", [({}, self.dead_lettered)])
-        family("reports_dropped_total", [({}, self.dropped)])
+        family("reports_dropped_total", [({"reason": k}, v) for k, v in self.dropped.items()])
+        family("dead_letters_evicted_total", [({}, self.dead_letters_evicted)])
+        family("delivery_held", [({}, 1 if self.held_reason else 0)])
+        family("spool_corruptions_total", [({}, self.spool_corruptions)])
         family("config_reloads_total", [({"result": k}, v) for k, v in self.reloads.items()])
         family("delivery_failing", [({}, 1 if self.delivery_error else 0)])
         family("delivery_consecutive_failures", [({}, self.consecutive_failures)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import gzip
+import json
 import os
 import random
 import ssl
@@ -29,7 +30,13 @@ BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0
 RETRY_AFTER_MAX = BACKOFF_MAX
 REPORTS_PATH = "/api/v1/reports"
-DEAD_LETTER_STATUSES = frozenset({400, 413, 422})
+# The collector will never take this report (409: this host holds another report under
+# its report_id). Dead-lettered only while the collector accepts others (delivery.py).
+DEAD_LETTER_STATUSES = frozenset({400, 409, 413, 422})
+# The collector's acknowledgement (collector/app.py): the status code and the JSON
+# ``status`` field that go together. Anything else in a 2xx (a captive portal's login
+# page, a proxy's own answer) is not a delivery.
+ACKNOWLEDGEMENTS = {202: "accepted", 200: "duplicate"}
 AUTH_STATUSES = frozenset({401, 403})
 MAX_ERROR_BODY = 300  # bytes of a collector's error answer quoted in the log
 # Reports in flight at once while a backlog drains (one connection each); a spool with
@@ -41,8 +48,10 @@ class Verdict(enum.Enum):
     DELIVERED = "delivered"
     RETRY = "retry"  # connection error, timeout, 408, 429, 5xx: transient
     AUTH = "auth"  # 401/403: kept and retried; credentials may be rotating
-    UNEXPECTED = "unexpected"  # 3xx, 404, 501 ...: likely a wrong URL; kept and retried
-    DEAD = "dead"  # 400/413/422: the collector will never take this report
+    # 3xx, 404, 501, a 2xx that is not the collector's acknowledgement ...: likely a wrong
+    # URL or something in the way; kept and retried
+    UNEXPECTED = "unexpected"
+    DEAD = "dead"  # 400/409/413/422: the collector will never take this report
 
 
 @dataclass(frozen=True)
@@ -176,6 +185,25 @@ def untrusted_message(e: ssl.SSLCertVerificationError, cfg: CollectorConfig) -> 
     return why
 
 
+def acknowledgement_problem(status: int, body: bytes, report_id: str) -> str | None:
+    """None when ``body`` is the collector's acknowledgement of ``report_id`` stored;
+    otherwise what is wrong with it."""
+    expected = ACKNOWLEDGEMENTS.get(status)
+    if expected is None:
+        return "not a status the collector acknowledges with"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return "the body is not the collector's JSON acknowledgement"
+    if not isinstance(doc, dict) or doc.get("status") != expected:
+        return f'the body is not the collector\'s acknowledgement ({{"status": "{expected}", ...}})'
+    if doc.get("report_id") != report_id:
+        return "the acknowledgement names another report_id"
+    if doc.get("stored") is False:
+        return "the collector says the report is not stored"
+    return None
+
+
 def gzip_body(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=6, mtime=0)
 
@@ -224,8 +252,9 @@ class Sender:
             await self._poster.close()
             self._poster = None
 
-    async def send(self, body: bytes, now: float) -> SendResult:
-        """One attempt; never raises except on cancellation."""
+    async def send(self, body: bytes, now: float, report_id: str) -> SendResult:
+        """One attempt; never raises except on cancellation. Delivered means the collector
+        acknowledged ``report_id`` (``acknowledgement_problem``), not just any 2xx."""
         data = gzip_body(body)
         try:
             async with asyncio.timeout(self.cfg.timeout):
@@ -240,7 +269,21 @@ class Sender:
             return SendResult(Verdict.RETRY, None, self._clean(f"{type(e).__name__}: {e}"))
         verdict = classify(answer.status)
         if verdict is Verdict.DELIVERED:
-            return SendResult(verdict, answer.status)
+            problem = acknowledgement_problem(answer.status, answer.body, report_id)
+            if problem is None:
+                return SendResult(verdict, answer.status)
+            verdict = Verdict.UNEXPECTED
+            text = answer.body[:MAX_ERROR_BODY].decode("utf-8", "replace")
+            snippet = " ".join(text.split())[:MAX_ERROR_BODY]
+            error = (
+                f"HTTP {answer.status} {answer.reason} is not the collector's "
+                f"acknowledgement ({problem}; a proxy or login page in the way?)"
+            )
+            return SendResult(
+                verdict,
+                answer.status,
+                self._clean(f"{error}: {snippet}" if snippet else error),
+            )
         text = answer.body.decode("utf-8", "replace")
         snippet = " ".join(text.split())[:MAX_ERROR_BODY]
         error = f"HTTP {answer.status} {answer.reason}".rstrip()

@@ -6,11 +6,16 @@ good (400/413/422) move to ``dead_letters``. The spool is bounded by count and
 bytes: when full the oldest reports are dropped and counted, and the count since
 the last delivery is kept in ``meta`` so it survives a restart.
 
+A file SQLite finds damaged (``PRAGMA quick_check`` at open, or SQLITE_CORRUPT /
+SQLITE_NOTADB in use; see ``is_corrupt``) is for the caller to move aside with
+``quarantine`` and replace with a fresh spool.
+
 All methods are blocking (fsync); the daemon calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -20,6 +25,8 @@ from pathlib import Path
 
 SPOOL_FILE = "spool.sqlite3"
 DEAD_LETTER_KEEP = 1000  # dead letters are for inspection; keep the newest this many
+# SQLite's primary result codes for a damaged file (the extended codes share the low byte).
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -42,6 +49,51 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+class SpoolCorrupt(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found the spool file damaged."""
+
+
+def is_corrupt(e: BaseException) -> bool:
+    """True when ``e`` says the spool file is damaged (not full, locked or read-only)."""
+    if isinstance(e, SpoolCorrupt):
+        return True
+    code = getattr(e, "sqlite_errorcode", None)
+    return (
+        isinstance(e, sqlite3.DatabaseError) and code is not None and code & 0xFF in _CORRUPT_CODES
+    )
+
+
+def count_damaged(path: Path) -> int | None:
+    """How many reports a damaged spool seems to hold, when SQLite can still say."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        (n,) = db.execute("SELECT COUNT(*) FROM reports").fetchone()
+        return int(n)
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+def quarantine(path: Path, now: float | None = None) -> Path:
+    """Move a damaged spool (and its -wal/-shm files) aside under a timestamped name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    os.replace(path, target)
+    return target
 
 
 @dataclass(frozen=True)
@@ -70,10 +122,19 @@ class Spool:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # isolation_level=None: explicit BEGIN IMMEDIATE ... COMMIT, one fsync per change.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            # Every page, without the index cross-checks of integrity_check: a damaged
+            # page found now is a fresh spool, not a traceback at the first read.
+            problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise SpoolCorrupt("; ".join(problems)[:500])
+            self._db.executescript(_SCHEMA)
+            path.chmod(0o600)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -120,11 +181,12 @@ class Spool:
             ).fetchone()
         return Spooled(int(row[0]), str(row[1]), bytes(row[2]), int(row[3])) if row else None
 
-    def oldest_batch(self, limit: int, max_bytes: int) -> list[Spooled]:
-        """Up to ``limit`` oldest reports, at most ``max_bytes`` of them (at least one)."""
+    def oldest_batch(self, limit: int, max_bytes: int, after: int = 0) -> list[Spooled]:
+        """Up to ``limit`` oldest reports after seq ``after``, at most ``max_bytes`` of them
+        (at least one)."""
         with self._lock:
             sizes = self._db.execute(
-                "SELECT seq, size FROM reports ORDER BY seq LIMIT ?", (limit,)
+                "SELECT seq, size FROM reports WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             ).fetchall()
             if not sizes:
                 return []
@@ -135,8 +197,9 @@ class Spool:
                     break
                 last = seq
             rows = self._db.execute(
-                "SELECT seq, report_id, body, attempts FROM reports WHERE seq <= ? ORDER BY seq",
-                (last,),
+                "SELECT seq, report_id, body, attempts FROM reports"
+                " WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after, last),
             ).fetchall()
         return [Spooled(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows]
 
@@ -158,8 +221,9 @@ class Spool:
                 (error[:500], seq),
             )
 
-    def dead_letter(self, seq: int, http_status: int, reason: str) -> None:
-        """Move a report the collector rejected for good out of the queue."""
+    def dead_letter(self, seq: int, http_status: int, reason: str) -> int:
+        """Move a report the collector rejected for good out of the queue; how many of the
+        oldest dead letters the DEAD_LETTER_KEEP bound deleted to make room."""
         with self._lock, self._tx():
             self._db.execute(
                 "INSERT INTO dead_letters"
@@ -168,10 +232,16 @@ class Spool:
                 (http_status, reason[:2000], time.time(), seq),
             )
             self._db.execute("DELETE FROM reports WHERE seq = ?", (seq,))
-            self._db.execute(
+            cur = self._db.execute(
                 "DELETE FROM dead_letters WHERE seq <= (SELECT MAX(seq) FROM dead_letters) - ?",
                 (DEAD_LETTER_KEEP,),
             )
+            return max(cur.rowcount, 0)
+
+    def add_dropped(self, n: int) -> None:
+        """Count reports lost outside the bounds (a damaged spool replaced by this one)."""
+        with self._lock, self._tx():
+            self._bump("dropped_since_delivery", n)
 
     def dropped_since_delivery(self) -> int:
         with self._lock:

@@ -39,7 +39,7 @@ class Answer:
     status: int
     reason: str
     headers: dict[str, str]  # lower-case names
-    body: bytes  # at most ``snippet`` bytes
+    body: bytes  # a 2xx: at most MAX_OK_BODY bytes; otherwise at most ``snippet``
 
 
 class _Conn:
@@ -151,7 +151,8 @@ class Poster:
                 cut = not await _skip_trailer(conn.reader)
             framed = status in NO_BODY_STATUSES or "content-length" in headers or chunked
             keep = framed and not cut and headers.get("connection", "").lower() != "close"
-            return Answer(status, reason, headers, body[:snippet])
+            # a 2xx body is the collector's acknowledgement: whole (up to MAX_OK_BODY)
+            return Answer(status, reason, headers, body if ok else body[:snippet])
         finally:
             if keep:
                 self._idle.append(conn)

@@ -1,7 +1,8 @@
 """A recording collector for delivery tests: ``POST /api/v1/reports``, scriptable failures.
 
-Records every accepted report (once per ``report_id``, like the real collector) and
-every attempt. It can be told to answer the next requests with any status and headers
+Records every accepted report (once per ``report_id``, like the real collector, and
+acknowledged the way it does: ``202 {"status": "accepted", ...}``, a repeat ``200
+{"status": "duplicate", ...}``) and every attempt. It can be told to answer the next requests with any status and headers
 (500, 503, 429 + Retry-After, 400, 401 ...), to be down (the port closed: connection
 refused) and to be slow. It checks what the agent must send: a gzipped JSON body with
 a Content-Length (not chunked) and, when a token is set, ``Authorization: Bearer``.
@@ -71,6 +72,8 @@ class Recorder:
         self.requests_started = 0  # POSTs that reached the handler, answered or not yet
         self._ids: set[str] = set()
         self._script: deque[_Answer] = deque()
+        self._poison: int | None = None  # the next new report_id is refused with this, always
+        self.poisoned: dict[str, int] = {}  # report_id -> the status it always gets
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -95,6 +98,12 @@ class Recorder:
         with self._lock:
             for _ in range(times):
                 self._script.append(_Answer(status, dict(headers or {}), text))
+
+    def poison(self, status: int = 422) -> None:
+        """The next new report is one the collector will never take: ``status`` each time
+        it is sent, while every other report is accepted."""
+        with self._lock:
+            self._poison = status
 
     def clear_script(self) -> None:
         with self._lock:
@@ -142,7 +151,10 @@ class Recorder:
                     time.monotonic(), status, rid if isinstance(rid, str) else None, headers, report
                 )
             )
-        return web.Response(status=status, headers=extra, text=text)
+        if any(k.lower() == "content-type" for k in extra):
+            return web.Response(status=status, headers=extra, text=text)
+        ctype = "application/json" if text.startswith("{") else "text/plain"
+        return web.Response(status=status, headers=extra, text=text, content_type=ctype)
 
     def _decide(
         self, request: web.Request, raw: bytes
@@ -168,12 +180,19 @@ class Recorder:
             scripted = self._script.popleft() if self._script else None
             if scripted is not None:
                 return scripted.status, scripted.headers, scripted.body, report
-            if report["report_id"] in self._ids:
+            rid = report["report_id"]
+            if self._poison is not None and rid not in self._ids:
+                self.poisoned[rid], self._poison = self._poison, None
+            if rid in self.poisoned:
+                return self.poisoned[rid], {}, f"invalid report {rid}", report
+            if rid in self._ids:
                 self.duplicates += 1
-            else:
-                self._ids.add(report["report_id"])
-                self.accepted.append(report)
-        return 202, {}, json.dumps({"accepted": report["report_id"]}), report
+                ack = {"status": "duplicate", "report_id": rid, "duplicate": True}
+                return 200, {}, json.dumps(ack), report
+            self._ids.add(rid)
+            self.accepted.append(report)
+        ack = {"status": "accepted", "report_id": rid, "duplicate": False}
+        return 202, {}, json.dumps(ack), report
 
     async def _up(self) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
