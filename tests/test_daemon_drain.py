@@ -168,7 +168,7 @@ async def test_enqueued_reports_are_delivered_and_carry_the_dropped_count(
         ids = [str(uuid.uuid4()) for _ in range(5)]
         for rid in ids:  # before run(): nothing is sent, the bound of 2 drops 3
             await delivery.enqueue(rid, json.dumps({"report_id": rid}).encode())
-        assert delivery.metrics.dropped["spool_full"] == 3
+        assert delivery.metrics.dropped == 3
         task = asyncio.create_task(delivery.run())
         try:
             await until(lambda: delivery.metrics.delivered == 2)
@@ -235,7 +235,7 @@ async def test_one_bad_report_is_dead_lettered_while_the_others_flow(tmp_path: P
         await until(lambda: delivery.metrics.delivered == 9 and delivery.metrics.dead_letters == 1)
         metrics = delivery.metrics
     assert col.order == [i for i in ids if i != bad]
-    assert metrics.dead_lettered == 1 and metrics.dropped["dead_letter"] == 1
+    assert metrics.dead_lettered == 1 and metrics.dropped_dead_letter == 1
     assert 'acme_preflight_reports_dropped_total{reason="dead_letter"} 1' in metrics.render()
     assert not metrics.held_reason
     assert spooled(tmp_path) == (0, 1)
@@ -406,7 +406,7 @@ async def test_a_spool_damaged_in_use_is_replaced_and_the_loss_counted(tmp_path:
         await delivery.enqueue(rid, json.dumps({"report_id": rid}).encode())
         await until(lambda: rid in col.order)
         metrics = delivery.metrics
-    assert metrics.dropped["spool_corrupt"] == 300
+    assert metrics.dropped_corrupt == 300
     assert got[-1]["report_id"] == rid and got[-1]["dropped_reports"] == 300
     assert metrics.daemon_status()["spool"]["corrupt_moved_to"].startswith(str(spool))
     assert len(list(tmp_path.glob("spool.sqlite3.corrupt-*"))) >= 1

@@ -8,8 +8,7 @@ from agent.daemon.metrics import METRICS, Metrics
 
 
 def test_every_family_parses_with_help_and_type() -> None:
-    m = Metrics("1.2.3", runs=4, delivered=3)
-    m.dropped["spool_full"] = 2
+    m = Metrics("1.2.3", runs=4, delivered=3, dropped=2)
     m.last_report = {
         "status": "fail",
         "checks": [

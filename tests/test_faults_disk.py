@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.clirun import run_cli
 from tests.daemonproc import TOKEN, DaemonProc, base_config, fill_spool, free_port, write_config
 from tests.lab.recorder import Recorder
 from tests.test_faults_collector import (
@@ -180,6 +181,8 @@ def test_a_damaged_spool_is_moved_aside_and_a_fresh_one_delivers(
         assert spool_status["corruptions_total"] == 1
         assert spool_status["corrupt_moved_to"] == line["moved_to"]
         assert m_value(port, "acme_preflight_spool_corruptions") == 1
+        shown = run_cli("--config", tmp_path / "config.toml", "status")
+        assert "Spool was damaged" in shown.stdout and line["moved_to"] in shown.stdout
         lost = line["reports_lost"]
         assert 0 <= lost <= 300
         assert daemon_status(port)["spool"]["dropped"]["spool_corrupt"] == lost

@@ -130,7 +130,7 @@ class Delivery:
                 self._unspooled.popleft()
             dropped += lost
         if dropped:
-            self.metrics.dropped["spool_full"] += dropped
+            self.metrics.dropped += dropped
             _log.warning(
                 "spool full: dropped the oldest reports",
                 dropped=dropped,
@@ -425,7 +425,7 @@ class Delivery:
     async def _dead_letter(self, sender: Sender, item: Spooled, status: int, why: str) -> None:
         evicted = await self._db(Spool.dead_letter, item.seq, status, why)
         self.metrics.dead_lettered += 1
-        self.metrics.dropped["dead_letter"] += 1
+        self.metrics.dropped_dead_letter += 1
         log_ = _log.bind(report_id=item.report_id, collector=sender.display_url)
         if status:
             log_.error(

@@ -89,9 +89,9 @@ class Metrics:
     delivered: int = 0
     delivery_failures: int = 0
     dead_lettered: int = 0
-    dropped: dict[str, int] = field(
-        default_factory=lambda: {"spool_full": 0, "dead_letter": 0, "spool_corrupt": 0}
-    )
+    dropped: int = 0  # the oldest, to make room in a full spool
+    dropped_dead_letter: int = 0  # rejected for good
+    dropped_corrupt: int = 0  # in a damaged spool moved aside
     dead_letters_evicted: int = 0
     reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     spool_reports: int = 0
@@ -149,7 +149,15 @@ class Metrics:
         self.spool_corruptions += 1
         self.spool_corrupt_moved_to, self.spool_corrupt_error = moved_to, error
         self.spool_corrupt_ts = time.time()
-        self.dropped["spool_corrupt"] += lost
+        self.dropped_corrupt += lost
+
+    def dropped_by(self) -> dict[str, int]:
+        """Reports that will not reach the collector, by reason (the metric's label)."""
+        return {
+            "spool_full": self.dropped,
+            "dead_letter": self.dropped_dead_letter,
+            "spool_corrupt": self.dropped_corrupt,
+        }
 
     def daemon_status(self) -> dict[str, Any]:
         """The daemon's own state for ``/status/daemon``: delivery and spool health."""
@@ -177,8 +185,8 @@ class Metrics:
                 "reports": self.spool_reports,
                 "bytes": self.spool_bytes,
                 "dead_letters": self.dead_letters,
-                "dropped_total": sum(self.dropped.values()),
-                "dropped": dict(self.dropped),
+                "dropped_total": sum(self.dropped_by().values()),
+                "dropped": self.dropped_by(),
                 "dead_letters_evicted_total": self.dead_letters_evicted,
                 "corruptions_total": self.spool_corruptions,
                 "corrupt_moved_to": self.spool_corrupt_moved_to or None,
@@ -221,7 +229,7 @@ class Metrics:
         family("reports_delivered_total", [({}, self.delivered)])
         family("delivery_failures_total", [({}, self.delivery_failures)])
         family("reports_dead_lettered_total", [({}, self.dead_lettered)])
-        family("reports_dropped_total", [({"reason": k}, v) for k, v in self.dropped.items()])
+        family("reports_dropped_total", [({"reason": k}, v) for k, v in self.dropped_by().items()])
         family("dead_letters_evicted_total", [({}, self.dead_letters_evicted)])
         family("delivery_held", [({}, 1 if self.held_reason else 0)])
         family("spool_corruptions_total", [({}, self.spool_corruptions)])

@@ -61,6 +61,11 @@ def daemon_health(url: str, timeout: float = FETCH_TIMEOUT) -> list[str]:
     delivery = data.get("delivery") or {}
     spool = data.get("spool") or {}
     if isinstance(delivery, dict):
+        if delivery.get("held"):
+            lines.append(
+                f"Delivery HELD since {delivery.get('held_since') or '?'}: "
+                f"{delivery.get('held_reason')}"
+            )
         if delivery.get("failing"):
             lines.append(
                 f"Delivery FAILING ({delivery.get('consecutive_failures', 0)} attempts in a row "
@@ -72,6 +77,12 @@ def daemon_health(url: str, timeout: float = FETCH_TIMEOUT) -> list[str]:
         if spool.get("failing"):
             lines.append(
                 f"Spool FAILING since {spool.get('error_at') or '?'}: {spool.get('error')}"
+            )
+        if spool.get("corruptions_total"):
+            lines.append(
+                f"Spool was damaged at {spool.get('corrupt_at') or '?'} "
+                f"({spool.get('corrupt_error')}): moved to {spool.get('corrupt_moved_to')}, "
+                "a fresh spool started"
             )
         queued = spool.get("reports") or 0
         dead = spool.get("dead_letters") or 0
