@@ -491,12 +491,6 @@ CERTCENTRAL_KEYS: dict[str, Callable[[object], Any]] = {
 }
 
 
-def certcentral_section(raw: object) -> CertCentralConfig:
-    """Parse a ``[certcentral]`` table (the collector's loader uses this too)."""
-    section: CertCentralConfig = _section("certcentral", raw)
-    return section
-
-
 # ------------------------------------------------------------------ the schema
 
 T = TypeVar("T")
@@ -582,6 +576,12 @@ def _section(name: str, raw: object) -> Any:
         except ValueError as e:
             raise ConfigError(f"[{name}] {key}", str(e)) from None
     return cls(**values)
+
+
+def parse_section(name: str, raw: object) -> Any:
+    """One section by its parsers, e.g. ``[certcentral]`` or ``[proxy]`` for the collector's
+    config, which shares them; errors name ``[section] key``."""
+    return _section(name, raw)
 
 
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from collector import fleet, page, store, summary
+from collector import account_view, fleet, page, store, summary
+from collector.account import AccountMonitor, metrics_lines
+from collector.account import parse as parse_account
 from collector.config import Settings
 from collector.metrics import Metrics
 from collector.readcache import ReadCache
@@ -104,8 +106,10 @@ class Collector:
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         worker: int = 0,
+        account_key: str | None = None,
     ) -> None:
-        """``worker``: this process's index when ``settings.workers > 1`` (worker 0 prunes)."""
+        """``worker``: this process's index when ``settings.workers > 1`` (worker 0 prunes
+        and runs the account checks, with ``account_key``, when [certcentral] is set)."""
         self.settings = settings
         self.tokens = tokens
         self.read_tokens = read_tokens
@@ -124,6 +128,8 @@ class Collector:
         # modules such as the account panel: fragments of escaped HTML.
         self.page_panels: list[str] = []
         self.page_columns: list[page.Column] = []
+        self._account_key = account_key
+        self.account: AccountMonitor | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -154,8 +160,15 @@ class Collector:
         if self.worker == 0:
             self._prune_task = asyncio.create_task(self._prune_loop())
             self._sample_task = asyncio.create_task(self._sample_loop())
+        if self.worker == 0 and self.settings.certcentral and self._account_key:
+            self.account = AccountMonitor(
+                self.settings, self._account_key, self._writer, self._reader, self.clock
+            )
+            self.account.start()
 
     async def stop(self) -> None:
+        if self.account is not None:
+            await self.account.stop()
         for task in (self._prune_task, self._sample_task):
             if task is not None:
                 task.cancel()
@@ -513,7 +526,7 @@ class Collector:
         except summary.QueryError as e:
             return web.Response(status=400, text=page.error_page(str(e)), content_type="text/html")
         st = self._staleness()
-        panels, columns = self.page_panels, self.page_columns
+        panels, columns = await self._page_extras()
 
         def produce(conn: Any) -> bytes:
             view = fleet.fleet_view(conn, q, st)
@@ -522,6 +535,51 @@ class Collector:
 
         body = await self._cached("page?" + request.query_string, produce)
         return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def _page_extras(self) -> tuple[list[str], list[page.Column]]:
+        """The page's extra panels and columns, with the Account panel and the issuance
+        column when [certcentral] is set."""
+        if self.settings.certcentral is None:
+            return self.page_panels, self.page_columns
+        stored = parse_account(await self.reader.run(store.account))
+        return (
+            [account_view.panel(stored), *self.page_panels],
+            [account_view.column(stored), *self.page_columns],
+        )
+
+    async def get_account(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._read_denied(request)) is not None:
+            return denied
+        if self.settings.certcentral is None:
+            return _error(404, "account checks are not configured ([certcentral] is not set)")
+        s = self.settings
+        now = self.clock()
+        stored, views = await self.reader.run(
+            lambda conn: (
+                parse_account(store.account(conn)),
+                [
+                    fleet.host_view(r, now, s.stale_intervals, s.default_interval_s)
+                    for r in store.hosts(conn)
+                ],
+            )
+        )
+        if stored is None:
+            return _error(404, "no account report yet: the first run has not finished")
+        verdicts = [
+            {
+                "host_id": v.host_id,
+                **account_view.for_host(v.host_id, v.status, v.stale, stored).to_json(),
+            }
+            for v in views
+        ]
+        return _json(
+            200,
+            {
+                "received_at": fleet.iso(stored.received_at),
+                "report": stored.report,
+                "issuance": verdicts,
+            },
+        )
 
     async def get_host_page(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request, html=True)) is not None:
@@ -563,8 +621,10 @@ class Collector:
         (counts, stale), groups = await self.reader.run(
             lambda conn: (summary.counts(conn, st), summary.problem_counts(conn))
         )
+        account = parse_account(await self.reader.run(store.account))
         return web.Response(
-            text=self.metrics.render(counts, stale, [g[:4] for g in groups]),
+            text=self.metrics.render(counts, stale, [g[:4] for g in groups])
+            + metrics_lines(account),
             content_type="text/plain",
             headers={"X-Content-Type-Options": "nosniff"},
             charset="utf-8",
@@ -598,6 +658,7 @@ class Collector:
         t = self._timed
         app.router.add_post("/api/v1/reports", self.post_report)
         app.router.add_get("/api/v1/hosts", t("hosts", self.get_hosts))
+        app.router.add_get("/api/v1/account", t("account", self.get_account))
         app.router.add_get("/api/v1/problems", t("problems", self.get_problems))
         app.router.add_get(
             r"/api/v1/hosts/{host_id:[^/]+}/reports", t("host_reports", self.get_host_reports)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from agent.account.key import load_api_key
 from agent.config import EX_CONFIG, ConfigError
 from collector import config, tokens, workers
 from collector.config import Settings
@@ -114,11 +115,14 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None =
     log = get("acme_preflight.collector")
     toks = tokens.load(s.tokens_file) if s.tokens_file else None
     read_toks = tokens.load(s.read_tokens_file, "read_tokens_file") if s.read_tokens_file else None
+    key = load_api_key(s.certcentral) if s.certcentral is not None else None
     if worker is None:
-        collector = Collector(s, toks, read_toks)
+        collector = Collector(s, toks, read_toks, account_key=key)
     else:
         metrics = Metrics(worker.metrics_rows, worker.index)
-        collector = Collector(s, toks, read_toks, metrics=metrics, worker=worker.index)
+        collector = Collector(
+            s, toks, read_toks, metrics=metrics, worker=worker.index, account_key=key
+        )
     try:
         await collector.start()
     except StoreError as e:
@@ -191,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens.load(s.tokens_file)  # fail before binding anything
         if s.read_tokens_file:
             tokens.load(s.read_tokens_file, "read_tokens_file")
+        if s.certcentral is not None:
+            load_api_key(s.certcentral)  # a missing or bad key file: exit 78 before serving
     except ConfigError as e:
         print(f"acme-preflight-collector: config error: {e}", file=sys.stderr)
         return EX_CONFIG

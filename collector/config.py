@@ -12,7 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, parse_listen, split_host_port
+from agent.config import (
+    CertCentralConfig,
+    ConfigError,
+    ProxyConfig,
+    parse_listen,
+    parse_section,
+    split_host_port,
+)
 from agent.values import boolean, choice, int_range, number_range, path, type_name
 
 DEFAULT_LISTEN = "127.0.0.1:8475"
@@ -64,6 +71,9 @@ class Settings:
     # HTTP worker processes sharing the listening port (SO_REUSEPORT) and the database.
     workers: int = 1
     tls: TlsSettings = field(default_factory=TlsSettings)
+    # [certcentral] (the account checks; None: off) and [proxy], parsed as in the agent
+    certcentral: CertCentralConfig | None = None
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     source: Path | None = None
 
     @property
@@ -155,6 +165,9 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
     """
     values: dict[str, Any] = {}
     for key, raw in data.items():
+        if key in ("certcentral", "proxy"):
+            values[key] = parse_section(key, raw)
+            continue
         if key in ("store", "retention"):
             table = _table(key, raw, _STORE if key == "store" else _RETENTION)
             for tkey, value in table.items():
@@ -185,7 +198,9 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
             values["tls"] = TlsSettings(**tls)
             continue
         if key not in _TOP:
-            known = ", ".join([*_TOP, "[tls]", "[store]", "[retention]"])
+            known = ", ".join(
+                [*_TOP, "[tls]", "[store]", "[retention]", "[certcentral]", "[proxy]"]
+            )
             raise ConfigError(key, f"unknown key (known: {known})")
         try:
             values[key] = _TOP[key](raw)

@@ -42,6 +42,7 @@ HANDLERS = (
     "hosts",
     "problems",
     "host_reports",
+    "account",
     "page",
     "host_page",
     "metrics",

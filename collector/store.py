@@ -197,6 +197,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX hosts_by_last_seen ON hosts(last_seen);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    # 5: the latest account report (collector/account.py): one row, replaced at every run,
+    # with each host's web server names as that run matched them (JSON {host_id: [names]})
+    """
+    CREATE TABLE account_report (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        received_at REAL NOT NULL,
+        status      TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        host_names  BLOB NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -782,3 +793,37 @@ def prepare(backend: Backend) -> int:
         raise StoreError(f"{backend.describe()}: {e}") from None
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- the account report
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    received_at: float
+    status: str
+    body: bytes
+    host_names: bytes
+
+
+def put_account(conn: Conn, row: AccountRow) -> None:
+    """Replace the stored account report (on the writer thread)."""
+    conn.begin()
+    conn.execute(
+        "INSERT INTO account_report(id, received_at, status, body, host_names) "
+        "VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "received_at = excluded.received_at, status = excluded.status, "
+        "body = excluded.body, host_names = excluded.host_names",
+        (row.received_at, row.status, row.body, row.host_names),
+    )
+    conn.commit()
+
+
+def account(conn: Conn) -> AccountRow | None:
+    found = conn.execute(
+        "SELECT received_at, status, body, host_names FROM account_report WHERE id = 1"
+    ).fetchone()
+    if not found:
+        return None
+    at, status, body, names = found
+    return AccountRow(float(at), str(status), bytes(body), bytes(names))

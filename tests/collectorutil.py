@@ -138,13 +138,17 @@ def settings(tmp_path: Path, store: StoreTarget | None = None, **over: Any) -> S
 
 @contextlib.asynccontextmanager
 async def serve(
-    s: Settings, tokens: Tokens | None = None, read_tokens: Tokens | None = None
+    s: Settings,
+    tokens: Tokens | None = None,
+    read_tokens: Tokens | None = None,
+    account_key: str | None = None,
 ) -> AsyncIterator[Running]:
-    """The real application on 127.0.0.1 (an ephemeral port) with a real SQLite file."""
+    """The real application on 127.0.0.1 (an ephemeral port) with a real SQLite file
+    (``account_key``: the CertCentral key, when ``s.certcentral`` is set)."""
     clock = Clock()
     if tokens is None:
         tokens = parse(TOKENS_TEXT, "tokens")
-    collector = Collector(s, tokens, read_tokens, clock=clock)
+    collector = Collector(s, tokens, read_tokens, clock=clock, account_key=account_key)
     await collector.start()
     runner = collector.runner()
     await runner.setup()

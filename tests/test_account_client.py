@@ -11,7 +11,7 @@ import pytest
 
 from agent.account.client import ApiError, CertCentral, retry_after
 from agent.account.pacing import CERTCENTRAL_LIMITS, Pacer
-from agent.config import certcentral_section
+from agent.config import CertCentralConfig, parse_section
 from tests.accountutil import certcentral_table, write_key
 from tests.lab.base import LabThread
 from tests.lab.certcentral import KEYS, LIMITS, CertCentralLab, domain
@@ -19,7 +19,7 @@ from tests.lab.proxy import ConnectProxy
 
 
 def client(lab: CertCentralLab, tmp: Path, key: str = KEYS["ready"], **kw: object) -> CertCentral:
-    cfg = certcentral_section(certcentral_table(lab, write_key(tmp, key)))
+    cfg = certcentral_section_(certcentral_table(lab, write_key(tmp, key)))
     return CertCentral(cfg, key, **kw)  # type: ignore[arg-type]
 
 
@@ -164,7 +164,7 @@ async def test_through_the_configured_proxy_with_credentials(
     table = certcentral_table(lab, write_key(tmp_path, KEYS["ready"]))
     table["base_url"] = f"https://www.digicert.com:{lab.port}/services/v2"
     c = CertCentral(
-        certcentral_section(table),
+        certcentral_section_(table),
         KEYS["ready"],
         proxy_url=f"http://ops:pr0xy-s3cret@127.0.0.4:{proxy.port}",
     )
@@ -189,3 +189,8 @@ async def test_concurrent_checks_share_one_request(
     finally:
         await c.close()
     assert a == b and c.stats.requests == 1
+
+
+def certcentral_section_(table: dict[str, object]) -> CertCentralConfig:
+    cfg: CertCentralConfig = parse_section("certcentral", table)
+    return cfg
