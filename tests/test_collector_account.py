@@ -221,3 +221,30 @@ def test_collector_exits_78_on_bad_certcentral_config(
     )
     assert proc.returncode == 78, proc.stderr
     assert needle in proc.stderr
+
+
+async def test_the_account_row_on_both_backends(store_target: Any) -> None:
+    """One row, replaced at each run, read back byte for byte (SQLite and PostgreSQL)."""
+    from collector import store
+
+    backend = store.open_backend(store_target.url, password_file=store_target.password_file)
+    store.prepare(backend)
+    w = store.Writer(backend, asyncio.get_running_loop())
+    w.start()
+    try:
+        assert await w.call(store.account) is None
+        first = store.AccountRow(1000.5, "warn", b'{"status":"warn"}', b'{"web-01":["a.example"]}')
+        second = store.AccountRow(2000.25, "pass", b'{"status":"pass"}', b"{}")
+        await w.call(lambda conn: store.put_account(conn, first))
+        assert await w.call(store.account) == first
+        await w.call(lambda conn: store.put_account(conn, second))
+        assert await w.call(store.account) == second
+        assert (
+            await w.call(
+                lambda conn: conn.execute("SELECT COUNT(*) FROM account_report").fetchone()[0]
+            )
+            == 1
+        )
+    finally:
+        await w.stop()
+        backend.close()
