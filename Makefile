@@ -6,16 +6,37 @@ PYTEST_ARGS ?=
 
 .PHONY: install test lint bench package clean demo
 
+# The editable install runs once, and again only when pyproject.toml changes (it names the
+# dependencies); source edits need no reinstall. `make install` after a manual change to the
+# venv: remove $(INSTALLED) first.
+INSTALLED := $(VENV)/.installed
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-install: $(PY)
+$(INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+# tests/test_package.py installs the packages `make package` builds. The test target builds them
+# first (outside the network namespace: pip needs PyPI) whenever the run includes those tests
+# (no test path in PYTEST_ARGS, or test_package named) and they are missing or older than
+# what goes into them; a run of other test files alone does not wait for a build.
+PACKAGED := dist/.packaged
+PACKAGE_INPUTS := pyproject.toml README.md $(shell find agent collector packaging systemd -type f \
+	-not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
+ifeq ($(findstring tests/,$(PYTEST_ARGS)),)
+TEST_NEEDS := $(PACKAGED)
+else ifneq ($(findstring test_package,$(PYTEST_ARGS)),)
+TEST_NEEDS := $(PACKAGED)
+endif
 
 # Tests run in a fresh network namespace with only loopback up: nothing can leave the machine,
 # and the lab can bind the real ports (443, 53) on 127.0.0.x without clashing with anything.
-test: install
+test: install $(TEST_NEEDS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(PY) -m pytest $(PYTEST_ARGS)'
 
 # Every benchmark (bench/run_all.py; figures in docs/performance.md), loopback only like the
@@ -40,6 +61,11 @@ lint: install
 # PyPI for the venv's dependencies, so run it outside the test network namespace.
 package: install
 	bash packaging/build.sh
+	touch $(PACKAGED)
+
+$(PACKAGED): $(INSTALLED) $(PACKAGE_INPUTS)
+	bash packaging/build.sh
+	touch $@
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
