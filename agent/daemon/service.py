@@ -36,11 +36,11 @@ from agent.daemon.sender import Sender, load_token
 from agent.daemon.state import write_last
 from agent.model import Status
 from agent.net import tls
+from agent.preflight import EX_CANTCREAT, StartupError, startup, startup_warnings
 from agent.redact import redact_obj
 from agent.report import build_report, identity, utc_now
 from agent.runner import run_checks
 
-EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 LOCK_FILE = "daemon.lock"
 JOB_ID = "checks"
@@ -272,6 +272,8 @@ class Daemon:
             _log.warning("[status] listen changes take effect at restart")
         self._token = token
         log.set_secrets((*new.secrets(), *((token,) if token else ())))
+        for warning in startup_warnings(new, token):
+            _log.warning(warning)
         if (new.agent.log_level, new.agent.log_format) != (
             old.agent.log_level,
             old.agent.log_format,
@@ -346,12 +348,17 @@ def run(config: Config, config_path: Path | None) -> int:
     log.configure(config.agent.log_level, fmt=config.agent.log_format)
     log.set_secrets(config.secrets())
     try:
-        token = load_token(config.collector) if config.collector.url else None
-        Daemon._make_sender(config, token)  # validates ca_file and the client pair
+        ready = startup(config)  # the same checks as `config validate`
     except ConfigError as e:
         print(f"acme-preflight: config error: {e}", file=sys.stderr)
         return EX_CONFIG
+    except StartupError as e:
+        print(f"acme-preflight: {e}", file=sys.stderr)
+        return e.exit_code
+    token = ready.token
     log.set_secrets((*config.secrets(), *((token,) if token else ())))
+    for warning in ready.warnings:
+        _log.warning(warning)
     try:
         config.agent.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
