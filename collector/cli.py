@@ -145,6 +145,12 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None =
         await runner.cleanup()
         await collector.stop()
         return EX_UNAVAILABLE
+    # before the line that tells a supervisor it may stop us
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
     bound = runner.addresses[0]
     if worker is None:
         print(listening_line(bound, bool(ctx)), flush=True)
@@ -157,11 +163,6 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None =
         tls=bool(ctx),
         worker=collector.worker,
     )
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     def reload_tokens() -> None:
         # SIGHUP: re-read the tokens files (rotation without a restart); a bad file keeps the old
@@ -200,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"acme-preflight-collector: config error: {e}", file=sys.stderr)
         return EX_CONFIG
+    for warning in config.start_warnings(s):
+        print(f"acme-preflight-collector: warning: {warning}", file=sys.stderr)
     if s.workers > 1:
         return workers.supervise(s, ctx, lambda w: asyncio.run(serve(s, ctx, w)), listening_line)
     return asyncio.run(serve(s, ctx))

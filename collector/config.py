@@ -16,10 +16,12 @@ from agent.config import (
     CertCentralConfig,
     ConfigError,
     ProxyConfig,
+    is_loopback_host,
     parse_listen,
     parse_section,
     split_host_port,
 )
+from agent.files import secret_file_warning
 from agent.values import boolean, choice, int_range, number_range, path, type_name
 
 DEFAULT_LISTEN = "127.0.0.1:8475"
@@ -228,6 +230,24 @@ def check(s: Settings) -> Settings:
     if s.read_auth and s.read_tokens_file is None:
         raise ConfigError("read_tokens_file", "required when read_auth = true")
     return s
+
+
+def start_warnings(s: Settings) -> list[str]:
+    """What the collector starts with but an operator should fix, printed at start."""
+    found: list[str] = []
+    host, _ = s.host_port
+    if not s.read_auth and not is_loopback_host(host):
+        found.append(
+            f"listen {s.listen}: reachable beyond this host while the read endpoints (/, "
+            "/api/v1/hosts, /api/v1/problems, /metrics) are open: anyone who can connect reads "
+            "the fleet; set read_auth = true and read_tokens_file, or listen on 127.0.0.1"
+        )
+    for key, file in (("tokens_file", s.tokens_file), ("read_tokens_file", s.read_tokens_file)):
+        if file is not None:
+            w = secret_file_warning(file, key)
+            if w:
+                found.append(w)
+    return found
 
 
 def load(path: Path | None) -> Settings:

@@ -329,3 +329,47 @@ def test_agent_report_is_ingested_and_shown(tmp_path: Path) -> None:
             assert escape(summary) in page
         status, history = http("GET", f"{srv.url}/api/v1/hosts/e2e-host/reports", token=None)
         assert history["reports"][0]["report"] == agent_report
+
+
+# ------------------------------------------------------------- start-up warnings
+
+
+def _start_warnings(*args: str | Path) -> list[str]:
+    with server_process(*args) as srv:
+        assert srv.stop() == 0
+        assert srv.proc.stderr is not None
+        err = srv.proc.stderr.read()
+    return [line for line in err.splitlines() if "acme-preflight-collector: warning:" in line]
+
+
+@pytest.mark.usefixtures("netns_isolated")
+def test_listening_beyond_loopback_with_open_reads_warns_at_start(tmp_path: Path) -> None:
+    tf = tokens_file(tmp_path)
+    tf.chmod(0o600)
+    db = tmp_path / "w.db"
+    warned = _start_warnings("--tokens-file", tf, "--db", db, "--listen", "0.0.0.0:0")
+    assert len(warned) == 1, warned
+    assert "listen 0.0.0.0:0: reachable beyond this host while the read endpoints" in warned[0]
+    assert "read_auth = true" in warned[0]
+    # loopback, or reads behind tokens: nothing to warn about
+    assert _start_warnings("--tokens-file", tf, "--db", db, "--listen", "127.0.0.1:0") == []
+    read = tmp_path / "read-tokens"
+    read.write_text("read-token-0123456789abcdef\n")
+    read.chmod(0o600)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"read_auth = true\nread_tokens_file = '{read}'\n")
+    assert (
+        _start_warnings("--config", cfg, "--tokens-file", tf, "--db", db, "--listen", "0.0.0.0:0")
+        == []
+    )
+
+
+def test_a_tokens_file_others_can_read_warns_at_start(tmp_path: Path) -> None:
+    tf = tokens_file(tmp_path)
+    tf.chmod(0o644)
+    warned = _start_warnings("--tokens-file", tf, "--db", tmp_path / "t.db")
+    assert warned == [
+        f"acme-preflight-collector: warning: tokens_file: {tf} is readable by its group and "
+        f"others (mode 0644): anyone who can read it can post as this host; chmod 600 {tf}"
+    ]
+    assert TOKEN not in "".join(warned)
