@@ -23,7 +23,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config import CollectorConfig, ConfigError, redact_url
 from agent.daemon.transport import Poster, ProtocolError
-from agent.redact import redact_text
+from agent.redact import redact_cut, redact_text
 
 CREDENTIAL_NAME = "collector-token"
 BACKOFF_MIN = 1.0
@@ -38,7 +38,9 @@ DEAD_LETTER_STATUSES = frozenset({400, 409, 413, 422})
 # page, a proxy's own answer) is not a delivery.
 ACKNOWLEDGEMENTS = {202: "accepted", 200: "duplicate"}
 AUTH_STATUSES = frozenset({401, 403})
-MAX_ERROR_BODY = 300  # bytes of a collector's error answer quoted in the log
+MAX_ERROR_BODY = 300  # characters of a collector's error answer quoted in the log
+# Read past that so an echoed secret across the quote's end is redacted whole before the cut.
+ERROR_BODY_READ = 4096
 # Reports in flight at once while a backlog drains (one connection each); a spool with
 # a single report sends it alone.
 DELIVERY_WINDOW = 16
@@ -258,7 +260,7 @@ class Sender:
         data = gzip_body(body)
         try:
             async with asyncio.timeout(self.cfg.timeout):
-                answer = await self._poster_now().post(data, self._headers, MAX_ERROR_BODY)
+                answer = await self._poster_now().post(data, self._headers, ERROR_BODY_READ)
         except TimeoutError:
             return SendResult(Verdict.RETRY, None, f"timed out after {self.cfg.timeout:g}s")
         except ssl.SSLCertVerificationError as e:
@@ -273,8 +275,7 @@ class Sender:
             if problem is None:
                 return SendResult(verdict, answer.status)
             verdict = Verdict.UNEXPECTED
-            text = answer.body[:MAX_ERROR_BODY].decode("utf-8", "replace")
-            snippet = " ".join(text.split())[:MAX_ERROR_BODY]
+            snippet = self._quote(answer.body)
             error = (
                 f"HTTP {answer.status} {answer.reason} is not the collector's "
                 f"acknowledgement ({problem}; a proxy or login page in the way?)"
@@ -284,8 +285,7 @@ class Sender:
                 answer.status,
                 self._clean(f"{error}: {snippet}" if snippet else error),
             )
-        text = answer.body.decode("utf-8", "replace")
-        snippet = " ".join(text.split())[:MAX_ERROR_BODY]
+        snippet = self._quote(answer.body)
         error = f"HTTP {answer.status} {answer.reason}".rstrip()
         if snippet:
             error += f": {snippet}"
@@ -295,6 +295,12 @@ class Sender:
             self._clean(error),
             parse_retry_after(answer.headers.get("retry-after"), now),
         )
+
+    def _quote(self, body: bytes) -> str:
+        """The start of a peer's answer for a message: redacted first, then cut."""
+        text = " ".join(body.decode("utf-8", "replace").split())
+        partial = len(body) >= ERROR_BODY_READ  # the body may go on past what was read
+        return redact_cut(text, MAX_ERROR_BODY, self._secrets, partial=partial)
 
     def _clean(self, text: str) -> str:
         return redact_text(text, self._secrets)

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.config import Config, split_host_port
 from agent.daemon.state import LAST_FILE, read_last
-from agent.output import render_table, use_colour
+from agent.output import printable, render_table, use_colour
 
 EX_UNKNOWN = 3  # Nagios UNKNOWN: no result to show
 FETCH_TIMEOUT = 3.0
@@ -126,6 +126,7 @@ def cmd_status(config: Config, as_json: bool) -> int:
     else:
         sys.stdout.write(render_table(report, colour=use_colour(sys.stdout)))
         for line in health:
-            sys.stdout.write(line + "\n")
+            # the collector's error text, relayed by the daemon: no escape codes reach the tty
+            sys.stdout.write(printable(line) + "\n")
     print(f"({source})", file=sys.stderr)
     return _EXIT.get(str(report.get("status")), EX_UNKNOWN)
