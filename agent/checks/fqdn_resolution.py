@@ -50,9 +50,9 @@ REMEDIATION = {
         "local web server, or correct the DNS record."
     ),
     HOSTS_HIDE_DNS: (
-        "The system resolver (getaddrinfo) reads /etc/hosts before DNS (nsswitch 'hosts: files dns'), so DNS is "
-        "never asked for these names: update or remove the stale /etc/hosts entry, or make "
-        "the DNS record agree with it."
+        "The system resolver (getaddrinfo) reads /etc/hosts before DNS (nsswitch 'hosts: "
+        "files dns'), so DNS is never asked for these names: update or remove the stale "
+        "/etc/hosts entry, or make the DNS record agree with it."
     ),
     DNS_UNREACHABLE: (
         "The resolver cannot be reached, so no name can be looked up in DNS: fix the "

@@ -93,16 +93,16 @@ REMEDIATIONS: dict[str, str] = {
         "This host has no route to {proxy}: check [proxy] url and the network path to it."
     ),
     "proxy_timeout": (
-        "{proxy} does not answer: check that it is running and that a firewall between this "
+        "{Proxy} does not answer: check that it is running and that a firewall between this "
         "host and the proxy allows the connection."
     ),
     "proxy_dns": "The proxy's host name in {proxy} does not resolve: use its IP or fix DNS.",
     "proxy_auth_required": (
-        "{proxy} requires authentication: put valid credentials in [proxy] url "
+        "{Proxy} requires authentication: put valid credentials in [proxy] url "
         "(http://user:password@host:port) or let this host through without them."
     ),
     "proxy_connect_failed": (
-        "{proxy} refuses to tunnel to {host}:{port}: allow CONNECT to {host}:{port} "
+        "{Proxy} refuses to tunnel to {host}:{port}: allow CONNECT to {host}:{port} "
         "(*.digicert.com) in the proxy's policy."
     ),
     "proxy_unsupported": (
@@ -144,20 +144,20 @@ REMEDIATIONS: dict[str, str] = {
         "TLS; exempt *.digicert.com from it."
     ),
     "http_status": (
-        "{host} answered HTTP {status}: a proxy or web filter may be blocking the ACME URL "
+        "HTTP {status} from {host}: a proxy or web filter may be blocking the ACME URL "
         "(403/407), or the service is failing (5xx); allow the URL, or retry later."
     ),
     "http_not_acme": (
-        "{host} did not return the ACME directory: a captive portal or filtering proxy "
-        "answers instead of DigiCert; exempt {host} from it."
+        "What answers for {host} is not the ACME directory: a captive portal or filtering "
+        "proxy answers instead of DigiCert; exempt {host} from it."
     ),
     "http_timeout": (
-        "{host} accepted TLS but did not answer the HTTP request in time: a filtering proxy "
+        "TLS to {host} works but the HTTP request got no answer in time: a filtering proxy "
         "may hold it; check the path, or raise [agent] timeout."
     ),
-    "http_error": "{host} sent an answer that is not valid HTTP: a middlebox is interfering.",
+    "http_error": "The answer from {host} is not valid HTTP: a middlebox is interfering.",
     "acme_no_nonce": (
-        "{host} serves the ACME directory but no nonce (HEAD newNonce must answer 200 or 204 "
+        "The ACME server at {host} serves its directory but no nonce (HEAD newNonce must answer 200 or 204 "
         "with a Replay-Nonce header), so every ACME client fails at its first request: a "
         "proxy or filter that allows only the directory URL, or strips response headers, is "
         "in the path; allow all of https://{host}/v2/acme/ and pass its headers unchanged."
@@ -180,6 +180,8 @@ def _fields(probe: HttpsProbe) -> dict[str, object]:
         "host": probe.host,
         "port": probe.port,
         "proxy": probe.proxy.display or "the proxy",
+        # to start a sentence: "The proxy http://host:3128" (or just "The proxy")
+        "Proxy": " ".join(("The proxy", *((probe.proxy.display,) if probe.proxy.display else ()))),
         "resolver": resolver,
         "Resolver": resolver[:1].upper() + resolver[1:],
         "addresses": addresses,

@@ -8,6 +8,7 @@ firewall allow-list or a remote resolver sees. The nameservers come from
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,13 +156,25 @@ def resolver(servers: Nameservers, budget: float) -> dns.asyncresolver.Resolver:
     return res
 
 
+# dnspython names a server "Do53:10.0.0.53@53" in its errors: say "10.0.0.53:53" instead.
+_DNSPYTHON_SERVER_RE = re.compile(r"\b(?:Do53|DoH|DoT|DoQ):([0-9A-Fa-f:.]+)@([0-9]+)")
+
+
+def error_text(value: object) -> str:
+    """An error (or server) from dnspython as text for a person: no internal names."""
+    return _DNSPYTHON_SERVER_RE.sub(lambda m: format_addr(m[1], int(m[2])), str(value))
+
+
 def _no_nameservers(name: str, rdtype: str, exc: dns.resolver.NoNameservers) -> tuple[str, str]:
     errors = exc.kwargs.get("errors") or []
-    rcodes = [f"{e[0]} answered {e[3]}" for e in errors if isinstance(e[3], str)]
+    rcodes = [f"{error_text(e[0])} answered {e[3]}" for e in errors if isinstance(e[3], str)]
     if rcodes:
         return "servfail", f"{rdtype} query for {name} failed: {'; '.join(rcodes)}"
-    causes = sorted({f"{e[0]}: {e[3]}" for e in errors})
-    return "unreachable", f"no nameserver reachable for {name}: {'; '.join(causes) or exc}"
+    causes = sorted({f"{error_text(e[0])}: {error_text(e[3])}" for e in errors})
+    return (
+        "unreachable",
+        f"no nameserver reachable for {name}: {'; '.join(causes) or error_text(exc)}",
+    )
 
 
 @dataclass(frozen=True)
@@ -198,7 +211,7 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget
         word, text = _no_nameservers(name, rdtype, exc)
         return Lookup(None, word, text, elapsed_ms(started))
     except dns.exception.DNSException as exc:
-        text = f"{rdtype} query for {name} failed: {exc}"
+        text = f"{rdtype} query for {name} failed: {error_text(exc)}"
         return Lookup(None, "error", text, elapsed_ms(started))
     ns = format_addr(answer.nameserver, answer.port or 53) if answer.nameserver else None
     return Lookup(answer.rrset, None, "", elapsed_ms(started), ns)
