@@ -12,7 +12,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,38 +31,95 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="acme-preflight",
-        description="Checks that this host meets DigiCert's ACME agent prerequisites.",
-    )
-    p.add_argument("--version", action="version", version=f"acme-preflight {__version__}")
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its arguments and what it runs (the table below is the CLI)."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Config], int]
+    epilog: Callable[[], str] | None = None  # built with the parser: the checks may vary
+
+
+def _add_globals(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command takes, before or after the command's name.
+
+    Only the top level has a default: below it SUPPRESS leaves a value given earlier alone.
+    """
     p.add_argument(
         "--config",
         type=Path,
-        default=None,
+        default=None if top else argparse.SUPPRESS,
         help="config file (default /etc/acme-preflight/config.toml; missing means defaults)",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = sub.add_parser("check", help="run the checks once and print the result")
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.add_argument(
+
+def _only(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
         "--only",
         action="append",
+        type=_only,
         default=[],
-        metavar="NAME",
-        help="run only this check (repeatable)",
+        metavar="NAME[,NAME...]",
+        help="run only these checks (repeatable; names are case-insensitive)",
     )
 
-    account = sub.add_parser(
-        "account", help="check the CertCentral account through its API ([certcentral])"
+
+def _check_epilog() -> str:
+    from agent.checks import available
+
+    return (
+        f"checks: {', '.join(available())}\n\n"
+        "exit codes (like a Nagios plugin; the worst check decides):\n"
+        "  0  pass or skip\n  1  warn\n  2  fail\n  3  error (a check could not run)\n"
+        f"  {EX_USAGE} usage error\n  {EX_CONFIG} config error"
     )
-    account.add_argument("--json", action="store_true", help="print the report as JSON")
-    account.add_argument(
-        "--only", action="append", default=[], metavar="NAME", help="run only this check"
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    validate = actions.add_parser(
+        "validate",
+        help=f"check the config as `run` would at start; exit 0, {EX_CONFIG} or 73",
     )
-    account.add_argument(
+    _add_globals(validate, top=False)
+    show = actions.add_parser(
+        "show", help="print the effective config (defaults filled in, secrets redacted)"
+    )
+    _add_globals(show, top=False)
+    show.add_argument(
+        "--format",
+        choices=("json", "toml"),
+        default="json",
+        help="toml: a config file to paste back (secrets redacted)",
+    )
+
+
+def _run_check(args: argparse.Namespace, config: Config) -> int:
+    return cmd_check(config, args.json, [n for names in args.only for n in names])
+
+
+def _account_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--only",
+        action="append",
+        type=_only,
+        default=[],
+        metavar="NAME[,NAME...]",
+        help="run only these account checks (repeatable)",
+    )
+    p.add_argument(
         "--fqdn",
         action="append",
         default=[],
@@ -69,16 +127,72 @@ def _parser() -> argparse.ArgumentParser:
         help="a web server name to match against the account's domains (repeatable)",
     )
 
-    sub.add_parser("run", help="run as a daemon: check every interval and report to the collector")
-    status = sub.add_parser("status", help="show the last result of the running daemon")
-    status.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    cfg = sub.add_parser("config", help="validate or show the configuration")
-    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
-    cfg_sub.add_parser("validate", help="check the config file and exit 0 or 78")
-    cfg_sub.add_parser(
-        "show", help="print the effective config (defaults filled in, secrets redacted)"
+def _run_account(args: argparse.Namespace, config: Config) -> int:
+    from agent.account.cli import cmd_account
+
+    return cmd_account(config, args.json, [n for names in args.only for n in names], args.fqdn)
+
+
+def _run_daemon(args: argparse.Namespace, config: Config) -> int:
+    from agent.daemon.service import run
+
+    return run(config, args.config)
+
+
+def _run_status(args: argparse.Namespace, config: Config) -> int:
+    from agent.daemon.status_cli import cmd_status
+
+    return cmd_status(config, args.json)
+
+
+def _run_config(args: argparse.Namespace, config: Config) -> int:
+    return cmd_config(config, args.config_command, getattr(args, "format", "json"))
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "check",
+        "run the checks once and print the result",
+        _check_arguments,
+        _run_check,
+        epilog=_check_epilog,
+    ),
+    Command(
+        "account",
+        "check the CertCentral account through its API ([certcentral])",
+        _account_arguments,
+        _run_account,
+    ),
+    Command(
+        "run",
+        "run as a daemon: check every interval and report to the collector",
+        lambda p: None,
+        _run_daemon,
+    ),
+    Command("status", "show the last result of the running daemon", _status_arguments, _run_status),
+    Command("config", "validate or show the configuration", _config_arguments, _run_config),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="acme-preflight",
+        description="Checks that this host meets DigiCert's ACME agent prerequisites.",
     )
+    p.add_argument("--version", action="version", version=f"acme-preflight {__version__}")
+    _add_globals(p, top=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        cp = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog() if command.epilog else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_globals(cp, top=False)
+        command.arguments(cp)
     return p
 
 
@@ -93,16 +207,18 @@ def cmd_check(config: Config, as_json: bool, only: Sequence[str]) -> int:
     from agent.report import build_report, identity, utc_now
     from agent.runner import run_checks
 
-    unknown = [n for n in only if n not in available()]
+    known = {name.lower(): name for name in available()}
+    unknown = [n for n in only if n.lower() not in known]
     if unknown:
         print(
             f"acme-preflight: unknown check {unknown[0]!r} (known: {', '.join(available())})",
             file=sys.stderr,
         )
         return EX_USAGE
+    names = list(dict.fromkeys(known[n.lower()] for n in only))
     ctx = CheckContext(config)
     started = utc_now()
-    results = asyncio.run(run_checks(ctx, only))
+    results = asyncio.run(run_checks(ctx, names))
     report = build_report(config, identity(config, ctx.paths.machine_id), results, started)
     data = report.to_dict()
     if as_json:
@@ -112,14 +228,31 @@ def cmd_check(config: Config, as_json: bool, only: Sequence[str]) -> int:
     return report.status.exit_code
 
 
-def cmd_config(config: Config, action: str | None) -> int:
+def cmd_config(config: Config, action: str | None, fmt: str = "json") -> int:
     if action == "show":
-        from agent.config import to_mapping
+        from agent.config import to_mapping, to_toml
 
-        print(json.dumps(to_mapping(config), indent=2))
+        if fmt == "toml":
+            sys.stdout.write(to_toml(config))
+        else:
+            print(json.dumps(to_mapping(config), indent=2))
         return 0
+    from agent.preflight import StartupError, startup
+
+    try:
+        ready = startup(config)
+    except ConfigError as e:
+        print(f"acme-preflight: config error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except StartupError as e:
+        print(f"acme-preflight: {e}", file=sys.stderr)
+        return e.exit_code
+    for warning in ready.warnings:
+        print(f"acme-preflight: warning: {warning}", file=sys.stderr)
     where = str(config.source) if config.source else "no config file; defaults"
-    print(f"config OK ({where})")
+    print(
+        f"config OK ({where})" + (f", {len(ready.warnings)} warning(s)" if ready.warnings else "")
+    )
     return 0
 
 
@@ -146,22 +279,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as e:
         print(f"acme-preflight: config error: {e}", file=sys.stderr)
         return EX_CONFIG
-    if args.command == "check":
-        return cmd_check(config, args.json, args.only)
-    if args.command == "config":
-        return cmd_config(config, args.config_command)
-    if args.command == "account":
-        from agent.account.cli import cmd_account
-
-        return cmd_account(config, args.json, args.only, args.fqdn)
-    if args.command == "run":
-        from agent.daemon.service import run
-
-        return run(config, args.config)
-    if args.command == "status":
-        from agent.daemon.status_cli import cmd_status
-
-        return cmd_status(config, args.json)
+    for command in COMMANDS:
+        if command.name == args.command:
+            return command.run(args, config)
     parser.print_help(sys.stderr)
     return EX_USAGE
 

@@ -7,6 +7,7 @@ Every problem raises :class:`ConfigError` naming the key, e.g.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -265,6 +266,17 @@ def parse_duration(value: object) -> float:
 
 def is_hostname(text: str) -> bool:
     return bool(_HOSTNAME_RE.match(text))
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``; brackets allowed)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_id(value: object) -> str:
@@ -670,6 +682,36 @@ def to_mapping(cfg: Config) -> dict[str, dict[str, Any]]:
         out["collector"]["url"] = redact_url(cfg.collector.url)
     out["agent"]["jitter"] = cfg.agent.effective_jitter
     return out
+
+
+def to_toml(cfg: Config) -> str:
+    """The effective config as a TOML file that loads back to it (``config show --format
+    toml``); secrets redacted, unset keys as comments."""
+    lines = [f"# effective acme-preflight config ({cfg.source or 'defaults'}); secrets redacted"]
+    for name, values in to_mapping(cfg).items():
+        lines += ["", f"[{name}]"]
+        for key, value in values.items():
+            if (name, key) == ("agent", "jitter") and cfg.agent.jitter is None:
+                lines.append(f"# jitter: not set (10% of the interval, {value:g}s)")
+            elif value is None:
+                lines.append(f"# {key}: not set")
+            else:
+                lines.append(f"{key} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: object) -> str:
+    """One TOML value: a bool, number, string (or path) or a list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if not isinstance(value, str | Path | SensorVersion):
+        raise TypeError(f"cannot write {type(value).__name__} to TOML")
+    # A JSON string is a TOML basic string, once DEL (which TOML wants escaped) is escaped.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _plain(value: object) -> Any:

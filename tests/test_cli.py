@@ -266,3 +266,160 @@ def test_use_colour() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+# ------------------------------------------------------------- global options
+
+
+def _broken_config(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.toml"
+    path.write_text("[agent]\ninterval = 'soon'\n")
+    return path
+
+
+def _invocations() -> list[list[str]]:
+    """Every command of the command table (and each config action), as typed."""
+    from agent.cli import COMMANDS
+
+    out = []
+    for command in COMMANDS:
+        if command.name == "config":
+            out += [["config", "validate"], ["config", "show"]]
+        else:
+            out.append([command.name])
+    return out
+
+
+@pytest.mark.parametrize("words", _invocations(), ids=" ".join)
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_options_go_before_or_after_the_command(
+    tmp_path: Path, words: list[str], where: str
+) -> None:
+    cfg = _broken_config(tmp_path)
+    args = ["--config", str(cfg), *words] if where == "before" else [*words, "--config", str(cfg)]
+    proc = run_cli(*args)
+    # the file was read (78 naming its key), not rejected as an unknown argument (64)
+    assert proc.returncode == 78, proc.stderr
+    assert "[agent] interval" in proc.stderr
+
+
+def test_global_option_between_config_and_its_action(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[agent]\nhost_id = "between"\n')
+    proc = run_cli("config", "--config", cfg, "show")
+    assert proc.returncode == 0, proc.stderr
+    assert '"host_id": "between"' in proc.stdout
+
+
+def test_the_option_after_the_command_wins_over_the_one_before(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text('[agent]\nhost_id = "first"\n')
+    second.write_text('[agent]\nhost_id = "second"\n')
+    report = report_of(
+        run_cli("--config", first, "check", "--only", "privileges", "--json", "--config", second)
+    )
+    assert report["agent"]["host_id"] == "second"
+
+
+# ------------------------------------------------------------------- --only
+
+
+def test_only_takes_a_comma_list_and_any_case() -> None:
+    proc = fake("check", "--json", "--only", "FAKE_PASS,fake_Warn", "--only", "fake_pass")
+    assert proc.returncode == 1, proc.stderr
+    assert [c["name"] for c in report_of(proc)["checks"]] == ["fake_pass", "fake_warn"]
+
+
+def test_only_with_an_unknown_name_in_a_list_is_a_usage_error() -> None:
+    proc = run_cli("check", "--only", "privileges,nope")
+    assert proc.returncode == EX_USAGE
+    assert "unknown check 'nope'" in proc.stderr
+
+
+def test_check_help_lists_the_checks_and_the_exit_codes() -> None:
+    from agent.checks import available
+
+    proc = run_cli("check", "--help")
+    assert proc.returncode == 0
+    for name in available():
+        assert name in proc.stdout
+    for line in (
+        "0  pass or skip",
+        "1  warn",
+        "2  fail",
+        "3  error",
+        "64 usage error",
+        "78 config error",
+    ):
+        assert line in proc.stdout
+
+
+# ------------------------------------------------------------ terminal output
+
+
+def test_no_colour_on_a_dumb_terminal() -> None:
+    rc, out = run_on_pty("check", *only("pass", "warn"), env={"TERM": "dumb"})
+    assert rc == 1
+    assert "\x1b[" not in out
+    assert "WARN" in out
+    assert not use_colour(io.StringIO(), environ={"TERM": "dumb"})
+
+
+def test_header_keeps_the_timestamp_whole_at_70_columns() -> None:
+    proc = fake("check", *only("pass"), env={"COLUMNS": "70"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+    assert any(stamp.search(line) for line in lines[:3]), proc.stdout
+    assert all(len(line) <= 70 for line in lines), proc.stdout
+
+
+# ------------------------------------------------------- config show --format
+
+
+def test_config_show_toml_loads_back_to_the_same_config(tmp_path: Path) -> None:
+    import dataclasses
+
+    from agent.config import load, redact_url
+
+    source = REPO / "tests" / "fixtures" / "config" / "valid-full.toml"
+    proc = run_cli("config", "show", "--format", "toml", "--config", source)
+    assert proc.returncode == 0, proc.stderr
+    shown = tmp_path / "shown.toml"
+    shown.write_text(proc.stdout)
+    again = run_cli("config", "show", "--format", "toml", "--config", shown)
+    assert again.stdout.splitlines()[1:] == proc.stdout.splitlines()[1:]  # line 0 names the file
+    original = load(source)
+    assert original.proxy.url and "pr0xy-pa55" in original.proxy.url
+    assert "pr0xy-pa55" not in proc.stdout
+    # the same config, but for the password, which is shown redacted
+    redacted = dataclasses.replace(
+        original,
+        proxy=dataclasses.replace(original.proxy, url=redact_url(original.proxy.url)),
+        source=None,
+    )
+    assert dataclasses.replace(load(shown), source=None) == redacted
+
+
+def test_config_show_toml_of_the_defaults_and_its_secrets(tmp_path: Path) -> None:
+    import dataclasses
+    import tomllib
+
+    from agent.config import Config, load
+
+    proc = run_cli("config", "show", "--format", "toml", "--config", "/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    shown = tmp_path / "defaults.toml"
+    shown.write_text(proc.stdout)
+    assert dataclasses.replace(load(shown), source=None) == Config()
+    cfg = tmp_path / "secret.toml"
+    cfg.write_text(
+        '[proxy]\nurl = "http://u:hunter2pw@proxy.test:3128"\n'
+        '[collector]\nurl = "https://c:s3cretpw@collector.test/"\n'
+        '[agent]\nhost_id = "q\\"uote\\\\ \\u007f"\n'
+    )
+    out = run_cli("config", "show", "--format", "toml", "--config", cfg).stdout
+    assert "hunter2pw" not in out and "s3cretpw" not in out
+    data = tomllib.loads(out)
+    assert data["proxy"]["url"] == "http://u:***@proxy.test:3128"
+    assert data["agent"]["host_id"] == 'q"uote\\ \x7f'

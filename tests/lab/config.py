@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from agent.config import toml_value
 
 LAB_IP = "127.0.0.2"  # plays 216.168.244.42
 LAB_NAMESERVER = "127.0.0.53"
@@ -55,23 +56,11 @@ def lab_config_data(
     return data
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
 def to_toml(data: Mapping[str, Mapping[str, Any]]) -> str:
     out = []
     for section, values in data.items():
         out.append(f"[{section}]")
-        out += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        out += [f"{key} = {toml_value(value)}" for key, value in values.items()]
         out.append("")
     return "\n".join(out)
 
