@@ -483,3 +483,22 @@ def test_example_comments_every_key() -> None:
 
 def test_config_error_exit_code_is_ex_config() -> None:
     assert EX_CONFIG == 78 == os.EX_CONFIG
+
+
+def test_the_short_interval_docs_daemon_md_describes() -> None:
+    """docs/daemon.md: a short interval alone is refused with the quoted message; paired with
+    the quoted timeout it is accepted."""
+    doc = (REPO / "docs" / "daemon.md").read_text()
+    doc = " ".join(doc.split())
+    m = re.search(
+        r'e\.g\. `interval = "(\w+)"` with `timeout = "(\w+)"` \(`interval = "\1"` alone is '
+        r"refused: `([^`]+)`, exit 78\)",
+        doc,
+    )
+    assert m, "docs/daemon.md no longer describes the pairing"
+    interval, timeout, message = m.groups()
+    with pytest.raises(ConfigError) as e:
+        from_mapping({"agent": {"interval": interval}})
+    assert str(e.value) == message
+    cfg = from_mapping({"agent": {"interval": interval, "timeout": timeout}})
+    assert cfg.agent.interval == parse_duration(interval)
