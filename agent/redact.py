@@ -23,14 +23,28 @@ _QUERY_SECRET_RE = re.compile(
 )
 MASK = "***"
 MIN_SECRET = 3
-# A bearer "token" made of letters only and shorter than this is an English word ("missing
-# or unknown bearer token"), not a credential; real ones have digits or symbols or length.
-_WORD_MAX = 20
+# Words that follow "bearer" in prose ("missing or unknown bearer token"): not credentials.
+BEARER_PROSE = frozenset(
+    {
+        "token",
+        "tokens",
+        "auth",
+        "authentication",
+        "authorization",
+        "scheme",
+        "credential",
+        "credentials",
+        "header",
+        "required",
+        "missing",
+        "invalid",
+        "expected",
+    }
+)
 
 
 def _bearer(m: re.Match[str]) -> str:
-    value = m.group(2)
-    if value.isalpha() and len(value) < _WORD_MAX:
+    if m.group(2).lower() in BEARER_PROSE:
         return m.group(0)
     return f"{m.group(1)}{MASK}"
 

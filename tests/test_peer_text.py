@@ -153,7 +153,7 @@ def test_redact_encoded_forms() -> None:
     [
         ("missing or unknown bearer token", "missing or unknown bearer token"),
         ("Authorization: Bearer abc123.def", "Authorization: Bearer ***"),
-        ("bearer abcdefghijklmnopqrstuvwxyz", "bearer ***"),  # long: a credential
+        ("bearer abcdefgh", "bearer ***"),  # letters only, still a credential
         ("GET /x?token=s3cr3t&page=2", "GET /x?token=***&page=2"),
         ("https://h/cb?a=1&access_token=abc#frag", "https://h/cb?a=1&access_token=***#frag"),
         ("https://u:pw@h/", "https://u:***@h/"),
