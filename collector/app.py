@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import time
@@ -411,13 +412,29 @@ class Collector:
         s = self.settings
         return summary.Staleness(self.clock(), s.stale_intervals, s.default_interval_s)
 
-    async def _cached(self, key: str, produce: Callable[[Any], T]) -> T:
-        """``produce(conn)`` on a reader thread, shared by identical requests in flight and
-        reused while nothing was committed here since (for at most a second)."""
+    async def _cached(
+        self, request: web.Request, key: str, produce: Callable[[Any], bytes], content_type: str
+    ) -> web.Response:
+        """``produce(conn)`` on a reader thread, gzipped there too, shared by identical
+        requests (collector.readcache says when); gzip when the client accepts it."""
+
+        def both(conn: Any) -> tuple[bytes, bytes]:
+            raw = produce(conn)
+            return raw, gzip.compress(raw, 6, mtime=0)
+
         # the clock's second is part of the key: staleness and "5 min ago" follow the clock
-        return await self.read_cache.get(
-            f"{key}@{int(self.clock())}", self.generation, lambda: self.reader.run(produce)
+        raw, packed = await self.read_cache.get(
+            f"{key}@{int(self.clock())}",
+            lambda: self.generation,
+            lambda: self.reader.run(both),
         )
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            resp = web.Response(body=packed, content_type=content_type, charset="utf-8")
+            resp.headers["Content-Encoding"] = "gzip"
+        else:
+            resp = web.Response(body=raw, content_type=content_type, charset="utf-8")
+        resp.headers["Vary"] = "Accept-Encoding"
+        return resp
 
     async def get_hosts(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request)) is not None:
@@ -440,8 +457,7 @@ class Collector:
             }
             return json.dumps(doc, ensure_ascii=False).encode()
 
-        body = await self._cached("hosts?" + request.query_string, produce)
-        return web.Response(body=body, content_type=JSON)
+        return await self._cached(request, "hosts?" + request.query_string, produce, JSON)
 
     async def get_problems(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._read_denied(request)) is not None:
@@ -470,8 +486,7 @@ class Collector:
             }
             return json.dumps(doc, ensure_ascii=False).encode()
 
-        body = await self._cached(f"problems?{limit}", produce)
-        return web.Response(body=body, content_type=JSON)
+        return await self._cached(request, f"problems?{limit}", produce, JSON)
 
     def _paging(self, request: web.Request) -> tuple[int, int | None] | web.Response:
         try:
@@ -533,8 +548,7 @@ class Collector:
             html = page.fleet_page(view, self._refresh(view.min_interval), panels, columns)
             return html.encode()
 
-        body = await self._cached("page?" + request.query_string, produce)
-        return web.Response(body=body, content_type="text/html", charset="utf-8")
+        return await self._cached(request, "page?" + request.query_string, produce, "text/html")
 
     async def _page_extras(self) -> tuple[list[str], list[page.Column]]:
         """The page's extra panels and columns, with the Account panel and the issuance

@@ -106,24 +106,23 @@ class FleetView:
 def fleet_view(
     conn: summary.Conn, q: HostQuery, st: Staleness, problems: int = PAGE_PROBLEMS
 ) -> FleetView:
-    counts, stale = summary.counts(conn, st)
+    t = summary.tally(conn, st)
     groups, n_groups = summary.problems(conn, problems)
     lines, nxt, matching = summary.list_hosts(conn, q, st)
-    row = conn.execute("SELECT MIN(interval_s) FROM host_summary").fetchone()
     return FleetView(
         now=st.now,
         query=q,
-        counts=counts,
-        stale=stale,
+        counts=t.by_status,
+        stale=t.stale,
         problems=groups,
         problem_groups=n_groups,
-        stale_sample=summary.stale_sample(conn, st) if stale else [],
-        states=summary.current_states(conn, st),
+        stale_sample=summary.stale_sample(conn, st) if t.stale else [],
+        states=t.states,
         history=summary.history(conn, st.now),
         lines=lines,
         next_cursor=nxt,
         matching=matching,
-        min_interval=None if row is None or row[0] is None else float(row[0]),
+        min_interval=t.min_interval,
     )
 
 

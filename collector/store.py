@@ -208,6 +208,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         host_names  BLOB NOT NULL
     );
     """,
+    # 6: narrow covering indexes for the fleet views' per-view tally and search
+    summary.SCHEMA_STATE_INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

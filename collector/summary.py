@@ -75,6 +75,13 @@ CREATE TABLE fleet_hourly (
 );
 """
 
+# Narrow covering indexes: counting hosts by state (every page view) and searching read these
+# instead of the wide rows (each holds its checks' brief).
+SCHEMA_STATE_INDEXES = """
+CREATE INDEX host_summary_state ON host_summary(status, last_seen, interval_s);
+CREATE INDEX host_summary_search ON host_summary(sort_name, host_id, fqdn);
+"""
+
 _UPSERT_SUMMARY = (
     "INSERT INTO host_summary(host_id, hostname, fqdn, version, sort_name, status, rank, "
     "last_seen, interval_s, report_id, finished_at, checks) "
@@ -457,18 +464,47 @@ def host_line(conn: Conn, host_id: str, st: Staleness) -> HostLine | None:
     return _line(row, st) if row else None
 
 
-def counts(conn: Conn, st: Staleness) -> tuple[dict[str, int], int]:
-    """Hosts by the status of their latest report, and how many of them are stale."""
-    out = dict.fromkeys(STATUS_RANK, 0)
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The fleet's hosts counted once: by status, stale, per chart state, shortest interval."""
+
+    by_status: dict[str, int]
+    stale: int
+    states: dict[str, int]
+    min_interval: float | None
+
+
+def tally(conn: Conn, st: Staleness) -> Tally:
+    """One pass over the narrow state index."""
+    by_status = dict.fromkeys(STATUS_RANK, 0)
+    states = dict.fromkeys(STATES, 0)
     stale = 0
-    for status, n, s in conn.execute(
-        f"SELECT s.status, COUNT(*), SUM(CASE WHEN {_STALE} THEN 1 ELSE 0 END) "  # noqa: S608
-        "FROM host_summary s GROUP BY s.status",
+    intervals: list[float] = []
+    for status, is_stale, n, low in conn.execute(
+        f"SELECT s.status, CASE WHEN {_STALE} THEN 1 ELSE 0 END AS stale, "  # noqa: S608
+        "COUNT(*), MIN(s.interval_s) FROM host_summary s GROUP BY s.status, stale",
         st.params(),
     ).fetchall():
-        out[str(status)] = int(n)
-        stale += int(s or 0)
-    return out, stale
+        status, n = str(status), int(n)
+        by_status[status] = by_status.get(status, 0) + n
+        if low is not None:
+            intervals.append(float(low))
+        if is_stale:
+            stale += n
+            states["stale"] += n
+        elif status in ("pass", "skip"):
+            states["ready"] += n
+        elif status == "warn":
+            states["warn"] += n
+        else:
+            states["fail"] += n
+    return Tally(by_status, stale, states, min(intervals, default=None))
+
+
+def counts(conn: Conn, st: Staleness) -> tuple[dict[str, int], int]:
+    """Hosts by the status of their latest report, and how many of them are stale."""
+    t = tally(conn, st)
+    return t.by_status, t.stale
 
 
 def check_names(conn: Conn) -> list[str]:
@@ -574,16 +610,7 @@ def timeline(conn: Conn, host_id: str, limit: int = 200) -> list[Event]:
 
 def current_states(conn: Conn, st: Staleness) -> dict[str, int]:
     """Hosts per chart state now: stale first, then ready (pass/skip), warn, fail (or error)."""
-    out = dict.fromkeys(STATES, 0)
-    for state, n in conn.execute(
-        f"SELECT CASE WHEN {_STALE} THEN 'stale' "  # noqa: S608
-        "WHEN s.status IN ('pass', 'skip') THEN 'ready' "
-        "WHEN s.status = 'warn' THEN 'warn' ELSE 'fail' END AS state, COUNT(*) "
-        "FROM host_summary s GROUP BY state",
-        st.params(),
-    ).fetchall():
-        out[str(state)] = int(n)
-    return out
+    return tally(conn, st).states
 
 
 def record_sample(conn: Conn, hour: int, states: Mapping[str, int]) -> None:

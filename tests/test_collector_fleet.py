@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -339,9 +340,10 @@ async def test_upgrade_fills_summaries_from_stored_reports(tmp_path: Path) -> No
 
 
 async def test_read_cache_shares_one_answer_until_a_commit() -> None:
-    cache = ReadCache(max_age=60)
+    cache = ReadCache(max_age=60, min_interval=0)
     calls = 0
     gate = asyncio.Event()
+    gen = 0
 
     async def produce() -> int:
         nonlocal calls
@@ -349,16 +351,46 @@ async def test_read_cache_shares_one_answer_until_a_commit() -> None:
         await gate.wait()
         return calls
 
-    waiting = [asyncio.create_task(cache.get("k", 0, produce)) for _ in range(8)]
+    waiting = [asyncio.create_task(cache.get("k", lambda: gen, produce)) for _ in range(8)]
     await asyncio.sleep(0)
     gate.set()
     assert await asyncio.gather(*waiting) == [1] * 8  # eight readers, one render
-    assert await cache.get("k", 0, produce) == 1  # nothing committed: reused
-    assert await cache.get("k", 1, produce) == 2  # a commit since: made again
+    assert await cache.get("k", lambda: gen, produce) == 1  # nothing committed: reused
+    gen = 1
+    assert await cache.get("k", lambda: gen, produce) == 2  # a commit since: made again
 
     async def broken() -> int:
         raise RuntimeError("db gone")
 
     with pytest.raises(RuntimeError):
-        await cache.get("e", 0, broken)
-    assert await cache.get("e", 0, produce) == 3  # a failure is never cached
+        await cache.get("e", lambda: gen, broken)
+    assert await cache.get("e", lambda: gen, produce) == 3  # a failure is never cached
+
+
+async def test_read_cache_renders_at_most_once_per_interval_under_commits() -> None:
+    """Steady ingest bumps the generation all the time: reloads wait for the next render
+    (never served one begun before they arrived) instead of each rendering again."""
+    cache = ReadCache(max_age=60, min_interval=0.2)
+    gen = 0
+    renders: list[float] = []
+
+    async def produce() -> float:
+        renders.append(time.monotonic())
+        await asyncio.sleep(0.01)
+        return renders[-1]
+
+    def current() -> int:
+        return gen
+
+    async def reader() -> None:
+        nonlocal gen
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            gen += 1  # a commit before every request
+            arrived = time.monotonic()
+            started = await cache.get("page", current, produce)
+            assert started >= arrived  # the answer saw the commit made before the request
+
+    await asyncio.gather(*(reader() for _ in range(8)))
+    # at most one per 0.2 s (and the first), not one per request: hundreds without the bound
+    assert 2 <= len(renders) <= 7

@@ -137,6 +137,8 @@ def test_installed_layout(installed: PackageRoot) -> None:
         example = (docs / "config.example.toml").read_text()
         assert example == (REPO / "config.example.toml").read_text()
     assert expected <= {p.name for p in docs.iterdir()}
+    rules = installed.path("/usr/share/acme-preflight/prometheus/acme-preflight-rules.yml")
+    assert rules.read_text() == (REPO / "packaging/prometheus/acme-preflight-rules.yml").read_text()
     # postinst compiled the byte-code the package does not ship.
     site = installed.path("/opt/acme-preflight/lib/python3.11/site-packages")
     assert any((site / "agent" / "__pycache__").glob("cli.cpython-311.pyc"))
