@@ -29,6 +29,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("daemon_footprint", [], ["--quick"]),
     ("collector_ingest", ["--rounds", "3"], ["--seconds", "1", "--warmup", "0.5", "--hosts", "50"]),
     ("fqdn_discovery", [], ["--vhosts", "20", "--runs", "1"]),
+    ("fleet_scale", [], ["--hosts", "500", "--seconds", "1", "--warmup", "0.5"]),
 ]
 OWN = {"startup", "check_cycle", "spool_drain", "daemon_footprint"}  # take --json-out
 
