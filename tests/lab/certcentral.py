@@ -307,6 +307,8 @@ class CertCentralLab(LabServer):
         self.pki = pki
         self.accounts: dict[str, Account] = fixtures()
         self.delay = 0.0
+        # a careless server: error messages quote the key they got (the client must scrub it)
+        self.echo_key = False
         self.page_max = 1000
         self.limits = LIMITS
         self.requests: list[LabRequest] = []
@@ -345,6 +347,9 @@ class CertCentralLab(LabServer):
         window.append(now)
         return None
 
+    def _echo(self, key: str | None) -> str:
+        return f" (X-DC-DEVKEY: {key})" if self.echo_key else ""
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("X-DC-DEVKEY")
         self.requests.append(
@@ -354,7 +359,9 @@ class CertCentralLab(LabServer):
             await asyncio.sleep(self.delay)
         account = self.accounts.get(key or "")
         if account is None:
-            return _errors(401, "invalid_api_key", "The specified API key is invalid.")
+            return _errors(
+                401, "invalid_api_key", "The specified API key is invalid." + self._echo(key)
+            )
         wait = self._limited(key or "")
         if wait is not None:
             return _errors(
@@ -371,7 +378,9 @@ class CertCentralLab(LabServer):
         sub = path.removeprefix(SERVICES)
         if sub in account.denied:
             return _errors(
-                403, "missing_permission", "You do not have permission to perform this action."
+                403,
+                "missing_permission",
+                "You do not have permission to perform this action." + self._echo(key),
             )
         if sub == "/user/me":
             return web.json_response(account.user)
@@ -425,7 +434,8 @@ class CertCentralLab(LabServer):
                 {
                     "error": {
                         "code": "access_denied",
-                        "message": "Automation is not enabled for this account.",
+                        "message": "Automation is not enabled for this account."
+                        + self._echo(request.headers.get("X-DC-DEVKEY")),
                     },
                     "data": None,
                 },
