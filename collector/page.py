@@ -82,6 +82,7 @@ tr.stale td{background:#fff8f0}
 #account{margin:16px 0}
 #account h2 .b{vertical-align:middle}
 #account table{margin-top:6px}
+#account-checks td:first-child{white-space:nowrap}
 ul.verdict{margin:4px 0 0;padding:0 0 0 16px;font-size:12px;color:var(--muted)}
 td.extra{min-width:150px;max-width:320px}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f8fa;padding:8px;margin:4px 0;
