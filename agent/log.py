@@ -110,6 +110,26 @@ class _JournalFormatter(structlog.stdlib.ProcessorFormatter):
         return f"<{_PRIORITY.get(record.levelname.lower(), 6)}>{line}"
 
 
+class TlsEofNoise(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl".
+
+    A stream upgraded with ``start_tls`` learns it is over TLS only when the coroutine resumes
+    after the handshake; a peer that hangs up in between (a TLS-only probe does) makes asyncio
+    log that line, about its own StreamReaderProtocol (cpython#82918, httpx#859). Nothing is
+    wrong and nothing can be done about it, so it is not logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("returning true from eof_received()")
+
+
+def quiet_tls_eof_noise() -> None:
+    """Install :class:`TlsEofNoise` on the asyncio logger (once)."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, TlsEofNoise) for f in logger.filters):
+        logger.addFilter(TlsEofNoise())
+
+
 def configure(
     level: str = "info",
     stream: TextIO | None = None,
@@ -152,6 +172,7 @@ def configure(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    quiet_tls_eof_noise()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

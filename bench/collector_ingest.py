@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import math
 import os
 import random
 import shutil
@@ -444,6 +445,8 @@ def run_wrk(
     if args.warmup > 0:
         warm = _wrk(port, args, tmp, args.warmup)
         warm.communicate(timeout=args.warmup + 60)
+        if warm.returncode:
+            raise RuntimeError(f"wrk warm-up failed ({warm.returncode})")
     procs = _tree(server.pid)
     gen = _wrk(port, args, tmp, args.seconds)
     import psutil
@@ -609,6 +612,18 @@ def main() -> None:
         args.client = "wrk" if shutil.which("wrk") and not args.gzip else "aiohttp"
     if args.client == "wrk" and args.gzip:
         sys.exit("--gzip needs --client aiohttp or raw")
+    if args.seconds <= 0 or args.warmup < 0:
+        sys.exit("--seconds must be positive and --warmup not negative")
+    if args.client == "wrk":
+        # wrk's -d takes whole seconds ("0.5s" is refused, and a refused warm-up would
+        # silently be no warm-up): round up, and say so
+        whole = (math.ceil(args.seconds), math.ceil(args.warmup))
+        if whole != (args.seconds, args.warmup):
+            print(
+                f"wrk runs whole seconds: --seconds {args.seconds:g} --warmup {args.warmup:g} "
+                f"run as {whole[0]} s and {whole[1]} s"
+            )
+        args.seconds, args.warmup = float(whole[0]), float(whole[1])
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as d:
         tmp = Path(d)

@@ -27,7 +27,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("check_cycle", [], ["--quick"]),
     ("spool_drain", [], ["--quick"]),
     ("daemon_footprint", [], ["--quick"]),
-    ("collector_ingest", ["--rounds", "3"], ["--seconds", "1", "--warmup", "0.5", "--hosts", "50"]),
+    ("collector_ingest", ["--rounds", "3"], ["--seconds", "1", "--warmup", "1", "--hosts", "50"]),
     ("fqdn_discovery", [], ["--vhosts", "20", "--runs", "1"]),
     ("fleet_scale", [], ["--hosts", "500", "--seconds", "1", "--warmup", "0.5"]),
 ]

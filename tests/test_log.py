@@ -236,3 +236,14 @@ def test_logfmt_is_one_line_per_event_and_quotes_what_needs_it() -> None:
 def test_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="xml"):
         log.configure("info", stream=io.StringIO(), fmt="xml")
+
+
+def test_asyncios_tls_eof_noise_is_dropped_and_nothing_else() -> None:
+    stream = io.StringIO()
+    log.configure("info", stream=stream, json=True)
+    aio = logging.getLogger("asyncio")
+    aio.warning("returning true from eof_received() has no effect when using ssl")
+    aio.warning("some other asyncio warning")
+    out = stream.getvalue()
+    assert "eof_received" not in out
+    assert "some other asyncio warning" in out
