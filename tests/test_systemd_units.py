@@ -125,7 +125,8 @@ def test_agent_unit_interfaces() -> None:
     assert v(AGENT_UNIT, "ExecStart")[0].split()[0] == f"{VENV_BIN}acme-preflight"
     assert v(AGENT_UNIT, "ExecStart")[0].split()[-1] == "run"
     assert v(AGENT_UNIT, "StateDirectory") == ["acme-preflight"]
-    assert v(AGENT_UNIT, "ConfigurationDirectory") == ["acme-preflight"]
+    # It would make /etc/acme-preflight writable under ProtectSystem=strict.
+    assert v(AGENT_UNIT, "ConfigurationDirectory") == []
     # The credential id is the one agent/daemon/sender.py reads from $CREDENTIALS_DIRECTORY.
     from agent.daemon.sender import CREDENTIAL_NAME
 
