@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from collector import account_view, fleet, page, store, summary
+from collector import account_view, fleet, limits, page, store, summary
 from collector.account import AccountMonitor, metrics_lines
 from collector.account import parse as parse_account
 from collector.config import Settings
@@ -117,6 +117,7 @@ class Collector:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.worker = worker
+        self.limiter = limits.ConnectionLimiter(settings.limits)
         self._writer: store.Writer | None = None
         self._reader: store.Reader | None = None
         self._backend: store.Backend | None = None
@@ -312,9 +313,16 @@ class Collector:
             try:
                 if encoding not in ("identity", "gzip", "x-gzip"):
                     raise BadEncoding(f"unsupported Content-Encoding {encoding!r} (use gzip)")
-                body = await read_body(request, limit)
+                async with limits.body_deadline(self.settings.limits):
+                    body = await read_body(request, limit)
                 if encoding != "identity":
                     body = gunzip(body, limit)
+            except TimeoutError:
+                m.count("too_slow")
+                seconds = self.settings.limits.body_timeout_s
+                resp = _error(408, f"the body did not arrive within {seconds:g} s")
+                resp.force_close()
+                return resp
             except TooLarge:
                 m.count("too_large")
                 resp = _error(413, f"the report is larger than {limit} bytes", limit=limit)
@@ -668,7 +676,9 @@ class Collector:
 
     def app(self) -> web.Application:
         """The aiohttp application; serve it with ``auto_decompress=False`` (see runner())."""
-        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[self.limiter.middleware]
+        )
         t = self._timed
         app.router.add_post("/api/v1/reports", self.post_report)
         app.router.add_get("/api/v1/hosts", t("hosts", self.get_hosts))
@@ -684,5 +694,12 @@ class Collector:
         return app
 
     def runner(self) -> web.AppRunner:
-        # The body is decompressed by post_report itself, with a size limit.
-        return web.AppRunner(self.app(), access_log=None, auto_decompress=False)
+        """Serve it with :class:`limits.GuardedSite` (connection cap and timeouts)."""
+        # The body is decompressed by post_report itself, with a size limit. aiohttp's own
+        # keep-alive timer (3630 s by default) matches the guard's idle timeout.
+        return web.AppRunner(
+            self.app(),
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=self.settings.limits.idle_timeout_s,
+        )

@@ -15,7 +15,7 @@ from typing import Any
 from agent import __version__
 from agent.account.key import load_api_key
 from agent.config import EX_CONFIG, ConfigError
-from collector import config, tokens, workers
+from collector import config, limits, tokens, workers
 from collector.config import Settings
 from collector.workers import Worker
 
@@ -129,14 +129,31 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None =
         print(f"acme-preflight-collector: database error: {e}", file=sys.stderr)
         return EX_CANTCREAT
     tune_gc()
+    limits.quiet_accept_errors(asyncio.get_running_loop())
+    wanted = s.limits.max_connections
+    cap, nofile = limits.fd_budget(wanted)
+    collector.limiter.cap = cap
+    if cap < wanted:
+        log.warning(
+            "[limits] max_connections lowered to fit the open files limit",
+            max_connections=cap,
+            configured=wanted,
+            nofile=nofile,
+            hint="raise LimitNOFILE= in the unit",
+        )
     runner = collector.runner()
     await runner.setup()
     host, port = s.host_port
     sites: list[web.BaseSite]
     if worker is None:
-        sites = [web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024)]
+        sites = [
+            limits.GuardedSite(runner, collector.limiter, host=host, port=port, ssl_context=ctx)
+        ]
     else:  # sockets bound and listening in the supervisor, one set per worker
-        sites = [web.SockSite(runner, sock, ssl_context=ctx) for sock in worker.sockets]
+        sites = [
+            limits.GuardedSite(runner, collector.limiter, sock=sock, ssl_context=ctx)
+            for sock in worker.sockets
+        ]
     try:
         for site in sites:
             await site.start()
@@ -162,6 +179,7 @@ async def serve(s: Settings, ctx: ssl.SSLContext | None, worker: Worker | None =
         store=s.store_url,
         tls=bool(ctx),
         worker=collector.worker,
+        max_connections=cap,
     )
 
     def reload_tokens() -> None:

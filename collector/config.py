@@ -23,6 +23,7 @@ from agent.config import (
 )
 from agent.files import secret_file_warning
 from agent.values import boolean, choice, int_range, number_range, path, type_name
+from collector.limits import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:8475"
 DEFAULT_DB = Path("/var/lib/acme-preflight-collector/collector.db")
@@ -76,6 +77,7 @@ class Settings:
     # [certcentral] (the account checks; None: off) and [proxy], parsed as in the agent
     certcentral: CertCentralConfig | None = None
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    limits: Limits = field(default_factory=Limits)
     source: Path | None = None
 
     @property
@@ -118,6 +120,16 @@ _TOP: dict[str, Callable[[object], Any]] = {
     "new_hosts_per_hour": int_range(0, 10_000_000),
 }
 _TLS: dict[str, Callable[[object], Any]] = {"cert": path, "key": path, "client_ca": path}
+_LIMITS: dict[str, Callable[[object], Any]] = {
+    "max_connections": int_range(1, 1_000_000),
+    "header_timeout_s": number_range(0.1, 3600),
+    "body_timeout_s": number_range(0.1, 3600),
+    "idle_timeout_s": number_range(0.1, 86400),
+}
+_TABLES: dict[str, tuple[dict[str, Callable[[object], Any]], type[Any]]] = {
+    "tls": (_TLS, TlsSettings),
+    "limits": (_LIMITS, Limits),
+}
 
 
 def _store_url(value: object) -> str:
@@ -186,22 +198,13 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
                     raise ConfigError(f"[{key}] {tkey}", f"set either {name} or [{key}] {tkey}")
                 values[name] = value
             continue
-        if key == "tls":
-            if not isinstance(raw, dict):
-                raise ConfigError("[tls]", f"expected a table, got {type_name(raw)}")
-            tls: dict[str, Any] = {}
-            for tkey, traw in raw.items():
-                if tkey not in _TLS:
-                    raise ConfigError(f"[tls] {tkey}", f"unknown key (known: {', '.join(_TLS)})")
-                try:
-                    tls[tkey] = _TLS[tkey](traw)
-                except ValueError as e:
-                    raise ConfigError(f"[tls] {tkey}", str(e)) from None
-            values["tls"] = TlsSettings(**tls)
+        if key in _TABLES:
+            parsers, cls = _TABLES[key]
+            values[key] = cls(**_table(key, raw, parsers))
             continue
         if key not in _TOP:
             known = ", ".join(
-                [*_TOP, "[tls]", "[store]", "[retention]", "[certcentral]", "[proxy]"]
+                [*_TOP, "[tls]", "[store]", "[retention]", "[certcentral]", "[proxy]", "[limits]"]
             )
             raise ConfigError(key, f"unknown key (known: {known})")
         try:

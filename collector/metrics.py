@@ -30,6 +30,7 @@ INGEST_OUTCOMES = (
     "unauthorized",
     "forbidden",
     "too_large",
+    "too_slow",
     "bad_encoding",
     "invalid_json",
     "invalid_report",

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collector import limits
 from collector.config import Settings
 from collector.metrics import Row
 
@@ -50,7 +51,9 @@ class Worker:
         os.close(self.ready_fd)
 
 
-def bind(host: str, port: int, count: int, backlog: int = 1024) -> list[list[socket.socket]]:
+def bind(
+    host: str, port: int, count: int, backlog: int = limits.BACKLOG
+) -> list[list[socket.socket]]:
     """``count`` sets of listening sockets on every address of ``host``, all on one port."""
     infos = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -15,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from agent.checks import CHECK_NAMES
 from collector import store
 from collector.app import Collector
 from collector.config import Settings
+from collector.limits import GuardedSite
 from collector.tokens import Tokens, parse
 from tests.lab.plugin import StoreTarget
 
@@ -152,7 +152,7 @@ async def serve(
     await collector.start()
     runner = collector.runner()
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = GuardedSite(runner, collector.limiter, host="127.0.0.1", port=0)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
@@ -189,8 +189,18 @@ def collector_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def server_process(*args: str | os.PathLike[str], timeout: float = 20) -> Iterator[ServerProcess]:
-    """``python -m collector serve ARGS --listen 127.0.0.1:0``; yields once it listens."""
+def server_process(
+    *args: str | os.PathLike[str], timeout: float = 20, nofile: int | None = None
+) -> Iterator[ServerProcess]:
+    """``python -m collector serve ARGS --listen 127.0.0.1:0``; yields once it listens.
+
+    ``nofile``: the process's RLIMIT_NOFILE (soft and hard), e.g. systemd's default soft 1024.
+    """
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     cmd = [sys.executable, "-m", "collector", "serve", *map(str, args)]
     if "--listen" not in cmd:
         cmd += ["--listen", "127.0.0.1:0"]
@@ -201,6 +211,7 @@ def server_process(*args: str | os.PathLike[str], timeout: float = 20) -> Iterat
         text=True,
         env=collector_env(),
         cwd="/",
+        preexec_fn=limit if nofile is not None else None,
     )
     try:
         assert proc.stdout is not None

@@ -84,6 +84,13 @@ def run_collector(*args: str, timeout: float = 20) -> subprocess.CompletedProces
         ("[tls]\nkey = '/k.pem'\n", "[tls] cert: required when [tls] key is set"),
         ("[tls]\ncertificate = '/c.pem'\n", "[tls] certificate: unknown key"),
         ("tls = 1\n", "[tls]: expected a table"),
+        ("[limits]\nmax_connections = 0\n", "[limits] max_connections: 0 is out of range"),
+        ("[limits]\nmax_connections = 1.5\n", "[limits] max_connections: expected an integer"),
+        ("[limits]\nheader_timeout_s = 0\n", "[limits] header_timeout_s: 0 is out of range"),
+        ("[limits]\nbody_timeout_s = '30s'\n", "[limits] body_timeout_s: expected a number"),
+        ("[limits]\nidle_timeout_s = 86401\n", "[limits] idle_timeout_s: 86401 is out of"),
+        ("[limits]\nmax_conns = 5\n", "[limits] max_conns: unknown key (known: max_connections"),
+        ("limits = []\n", "[limits]: expected a table"),
         ("retention_days = \n", "invalid TOML"),
         (
             "[store]\nurl = 'postgresql://pf:s3cret-pw@db.example/fleet'\n",
