@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import math
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,27 +75,39 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local heads = {}
+
 function init(args)
   local f = assert(io.open(args[1], "rb"))
+  local rest = " HTTP/1.1\r\nHost: " .. wrk.host .. ":" .. wrk.port ..
+    "\r\nAuthorization: Bearer " .. args[4] .. "\r\nContent-Type: " .. args[5] .. "\r\n" ..
+    "Content-Length: "
+  head = "POST " .. wrk.path .. rest
   for line in f:lines() do
+    -- "prefix TAB suffix", or "path TAB prefix TAB suffix" (a path per host: pushgateway)
     local tab = line:find("\t", 1, true)
+    local tab2 = line:find("\t", tab + 1, true)
     n = n + 1
-    pres[n] = line:sub(1, tab - 1)
-    posts[n] = line:sub(tab + 1)
+    if tab2 then
+      heads[n] = "POST " .. line:sub(1, tab - 1) .. rest
+      pres[n] = line:sub(tab + 1, tab2 - 1):gsub("\\n", "\n")
+      posts[n] = line:sub(tab2 + 1):gsub("\\n", "\n")
+    else
+      heads[n] = head
+      pres[n] = line:sub(1, tab - 1)
+      posts[n] = line:sub(tab + 1)
+    end
   end
   f:close()
   nonce = tonumber(args[2], 16)
   nthreads = tonumber(args[3])
-  head = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. wrk.host .. ":" .. wrk.port ..
-    "\r\nAuthorization: Bearer " .. args[4] .. "\r\nContent-Type: application/json\r\n" ..
-    "Content-Length: "
 end
 
 function request()
   counter = counter + 1
   local i = (counter * nthreads + id) % n + 1
   local body = pres[i] .. string.format("%08x-%04x-4000-8000-%012x", nonce, id, counter) .. posts[i]
-  return head .. #body .. "\r\n\r\n" .. body
+  return heads[i] .. #body .. "\r\n\r\n" .. body
 end
 
 function done(summary, latency, requests)
@@ -426,16 +440,54 @@ def write_wrk_files(tmp: Path, hosts: int) -> tuple[Path, Path]:
     data = tmp / "reports.tsv"
     # json.dumps escapes control characters, so a rendered report never holds a TAB or newline
     data.write_bytes(b"".join(pre + b"\t" + post + b"\n" for pre, post in build_bodies(hosts)))
+    push = tmp / "pushes.tsv"
+    push.write_bytes(
+        b"".join(
+            f"/metrics/job/acme_preflight/host_id/bench-{h:05d}\t".encode()
+            + pre.replace(b"\n", b"\\n")
+            + b"\t"
+            + post.replace(b"\n", b"\\n")
+            + b"\n"
+            for h, (pre, post) in enumerate(build_pushes(hosts))
+        )
+    )
     return script, data
 
 
+def build_pushes(hosts: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """The same reports as Prometheus text for pushgateway: one series per check, the
+    report_id (fresh per request) as a label of an info series."""
+    rng = random.Random(seed)
+    out = []
+    for h in range(hosts):
+        doc = report_template(rng, h)
+        lines = ["# TYPE acme_preflight_check_status gauge"]
+        for c in doc["checks"]:
+            lines.append(
+                f'acme_preflight_check_status{{check="{c["name"]}",status="{c["status"]}",'
+                f'reason="{c["reason"]}"}} 1'
+            )
+        lines.append("# TYPE acme_preflight_check_duration_ms gauge")
+        for c in doc["checks"]:
+            lines.append(
+                f'acme_preflight_check_duration_ms{{check="{c["name"]}"}} {c["duration_ms"]}'
+            )
+        lines.append("# TYPE acme_preflight_report_info gauge")
+        pre = "\n".join(lines) + '\nacme_preflight_report_info{report_id="'
+        post = f'",status="{doc["status"]}",version="{doc["agent"]["version"]}"}} 1\n'
+        out.append((pre.encode(), post.encode()))
+    return out
+
+
 def _wrk(port: int, args: argparse.Namespace, tmp: Path, seconds: float) -> subprocess.Popen[bytes]:
-    script, data = tmp / "ingest.lua", tmp / "reports.tsv"
+    script = tmp / "ingest.lua"
+    data = tmp / ("pushes.tsv" if args.target == "pushgateway" else "reports.tsv")
+    ctype = "text/plain; version=0.0.4" if args.target == "pushgateway" else "application/json"
     threads = args.wrk_threads
     nonce = f"{random.getrandbits(31):08x}"
     cmd = ["wrk", "-t", str(threads), "-c", str(args.concurrency), "-d", f"{seconds:g}s"]
     cmd += ["--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}/api/v1/reports"]
-    cmd += ["--", str(data), nonce, str(threads), TOKEN]
+    cmd += ["--", str(data), nonce, str(threads), TOKEN, ctype]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
 
@@ -535,13 +587,64 @@ def bench_bare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         proc.wait(10)
 
 
+def bench_pushgateway(args: argparse.Namespace, tmp: Path, check: bool) -> dict[str, Any]:
+    """Prometheus pushgateway (Debian's package): in memory, no durability. ``check``: its
+    default consistency check of every push against everything pushed before."""
+    exe = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+    if exe is None:
+        raise RuntimeError("--pushgateway needs Debian's prometheus-pushgateway package")
+    port = free_port()
+    cmd = [exe, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    if not check:
+        cmd.append("--push.disable-consistency-check")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        args.target = "pushgateway"
+        try:
+            return run_loadgen(port, args, proc, tmp)
+        finally:
+            args.target = "collector"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # still working through queued pushes
+            proc.kill()
+            proc.wait(10)
+
+
+def _stored(args: argparse.Namespace, db: Path) -> int:
+    sys.path.insert(0, str(ROOT))
+    from collector import store
+
+    if args.backend == "postgresql":
+        backend = store.open_backend(args.pg_url, password_file=args.pg_password_file)
+    else:
+        backend = store.open_backend(str(db))
+    conn = backend.reader()
+    try:
+        return store.report_count(conn)
+    finally:
+        conn.close()
+
+
 def bench_collector(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = free_port()
     (tmp / "tokens").write_text(TOKEN + "\n")
     db = tmp / "bench.db"
     cfg = tmp / "collector.toml"
     workers = f"workers = {args.workers}\n" if args.workers != 1 else ""
-    cfg.write_text(f'synchronous = "{args.synchronous}"\nlog_level = "warning"\n{workers}')
+    # no new-host cap in a benchmark that sends every host at once from one token
+    text = f'synchronous = "{args.synchronous}"\nlog_level = "warning"\n{workers}'
+    text += "new_hosts_per_hour = 0\n"
+    if args.backend == "postgresql":
+        args.pg_url = args.pg.url(args.pg.create_database())
+        args.pg_password_file = args.pg.password_file
+        text += f'[store]\nurl = "{args.pg_url}"\npassword_file = "{args.pg_password_file}"\n'
+    else:
+        text += f'[store]\nurl = "{db}"\n'
+    cfg.write_text(text)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -552,8 +655,6 @@ def bench_collector(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             str(cfg),
             "--listen",
             f"127.0.0.1:{port}",
-            "--db",
-            str(db),
             "--tokens-file",
             str(tmp / "tokens"),
         ],
@@ -569,11 +670,25 @@ def bench_collector(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(30)
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        result["stored"] = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+    result["stored"] = _stored(args, db)
     return result
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """a's rate over b's; "inf" when b completed no request in the run."""
+    return f"{a['rate'] / b['rate']:.2f}" if b["rate"] else "inf (the peer completed none)"
+
+
+@contextlib.contextmanager
+def _postgres(args: argparse.Namespace) -> Iterator[Any]:
+    """A PostgreSQL server for the run (fsync on: the durable figure), or None."""
+    if args.backend != "postgresql":
+        yield None
+        return
+    from tests.lab.postgres import running
+
+    with running(fsync=True) as pg:
+        yield pg
 
 
 def main() -> None:
@@ -588,6 +703,19 @@ def main() -> None:
         "--workers", type=int, default=1, help="collector worker processes (and bare processes)"
     )
     p.add_argument("--only", choices=("bare", "collector"))
+    p.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the collector's store; postgresql: a local server started for the run "
+        "(Debian's postgresql, fsync on, unix socket)",
+    )
+    p.add_argument(
+        "--pushgateway",
+        action="store_true",
+        help="also measure Prometheus pushgateway (in memory) with and without its "
+        "consistency check, the same reports as metrics, one group per host",
+    )
     p.add_argument(
         "--client",
         choices=("wrk", "aiohttp", "raw"),
@@ -624,8 +752,10 @@ def main() -> None:
                 f"run as {whole[0]} s and {whole[1]} s"
             )
         args.seconds, args.warmup = float(whole[0]), float(whole[1])
+    args.target = "collector"
     rounds: list[dict[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="collector-bench-") as d:
+    with tempfile.TemporaryDirectory(prefix="collector-bench-") as d, _postgres(args) as pg:
+        args.pg = pg
         tmp = Path(d)
         if args.client == "wrk":
             write_wrk_files(tmp, args.hosts)
@@ -638,13 +768,17 @@ def main() -> None:
                 for f in tmp.glob("bench.db*"):
                     f.unlink()
                 results["collector"] = bench_collector(args, tmp)
+            if args.pushgateway:
+                results["pushgw"] = bench_pushgateway(args, tmp, check=True)
+                results["pushgw-nc"] = bench_pushgateway(args, tmp, check=False)
             rounds.append(results)
     lo, hi = next(iter(rounds[0].values()))["body_bytes"]
     load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"reports {lo}-{hi} bytes{' gzipped' if args.gzip else ''}, concurrency {args.concurrency}, "
         f"{args.seconds:g} s after {args.warmup:g} s warm-up, synchronous={args.synchronous}, "
-        f"workers={args.workers}, {args.client} client, {os.cpu_count()} CPUs, "
+        f"workers={args.workers}, {args.client} client, store {args.backend}, "
+        f"{os.cpu_count()} CPUs, "
         f"load average {load_avg}"
     )
     ratios = []
@@ -658,9 +792,12 @@ def main() -> None:
                 f"  server {r['server_cpu']:.2f} cores, {r['server_us_per_report']:.0f} us CPU/report"
                 f"  generator {r['gen_cpu']:.2f} cores  ({r['requests']} ok, {r['errors']} errors{extra})"
             )
-        if len(results) == 2:
+        if "bare" in results and "collector" in results:
             ratios.append(results["collector"]["rate"] / results["bare"]["rate"])
             print(f"    ratio: {ratios[-1]:.2f} of bare")
+        for peer in ("pushgw", "pushgw-nc"):
+            if peer in results and "collector" in results:
+                print(f"    collector / {peer}: {_ratio(results['collector'], results[peer])}")
     if len(rounds) > 1:
         for name in rounds[0]:
             rates = sorted(r[name]["rate"] for r in rounds)
@@ -669,6 +806,11 @@ def main() -> None:
             )
         if ratios:
             print(f"    ratio: median {statistics.median(ratios):.2f} of bare")
+        for peer in ("pushgw", "pushgw-nc"):
+            if peer in rounds[0] and "collector" in rounds[0]:
+                col = statistics.median(r["collector"]["rate"] for r in rounds)
+                other = statistics.median(r[peer]["rate"] for r in rounds)
+                print(f"    collector / {peer}: medians {_ratio({'rate': col}, {'rate': other})}")
     if not args.only:
         parsing = bench_parsing()
         print(

@@ -371,6 +371,9 @@ def write_group(
         first[key] = i
         rows.append((rec.report_id, rec.host_id, now, rec.status, rec.body))
 
+    # rows, host upserts and summaries in key order: concurrent writers (PostgreSQL) then take
+    # their row and unique-index locks in the same order and cannot deadlock each other
+    rows.sort(key=lambda r: (r[1], r[0]))
     inserted: set[tuple[str, str]] = set()
     for chunk in _chunks(rows):
         sql = (
@@ -416,8 +419,8 @@ def write_group(
             stored = stored_bodies.get(key, b"")
         outcomes[i] = Outcome.DUPLICATE if rec.body == stored else Outcome.CONFLICT
     if latest:
-        conn.executemany(_UPSERT_HOST, list(latest.values()))
-        summary.write(conn, list(fresh.values()), now)
+        conn.executemany(_UPSERT_HOST, [latest[h] for h in sorted(latest)])
+        summary.write(conn, [fresh[h] for h in sorted(fresh)], now)
     return [o if o is not None else Outcome.CONFLICT for o in outcomes]
 
 

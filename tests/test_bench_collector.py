@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.lab.netns import assert_netns_isolated
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "collector_ingest.py"
@@ -48,3 +50,26 @@ def test_collector_ingest_quick_with_wrk_and_two_workers() -> None:
     # is not stored)
     assert int(rows["collector"]["stored"]) > int(rows["collector"]["ok"]), out
     assert re.search(r"ratio: \d\.\d\d of bare", out), out
+
+
+@pytest.mark.slow
+def test_collector_ingest_on_postgresql_and_beside_pushgateway() -> None:
+    """The PostgreSQL backend and the pushgateway peer (slow: starts a server; needs Debian's
+    prometheus-pushgateway, which only the benchmark uses)."""
+    assert_netns_isolated()
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--seconds", "1", "--warmup", "0.3", "--hosts", "50"),
+            *("--backend", "postgresql", "--pushgateway"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "store postgresql" in out, out
+    stored = re.search(r"collector: .*\((\d+) ok, 0 errors, stored (\d+)\)", out)
+    assert stored and int(stored[2]) >= int(stored[1]) > 0, out
+    assert re.search(r"pushgw: +\d+ reports/s .*\(\d+ ok, 0 errors\)", out), out
+    assert re.search(r"collector / pushgw-nc: \d+\.\d\d", out), out

@@ -122,3 +122,39 @@ def test_one_collector_at_a_time_runs_retention(postgres: Any) -> None:
         assert backend.try_job(one, "retention") is True
     finally:
         one.close()
+
+
+async def test_two_writers_on_one_database_never_deadlock(postgres: Any) -> None:
+    """Two collectors' writers (two connections) committing groups for the same hosts at the
+    same time, each in a different host order: every report stored exactly once and no group
+    fails (writers lock rows in key order, so PostgreSQL never has to break a deadlock)."""
+    db = postgres.create_database()
+    loop = asyncio.get_running_loop()
+    backends = [
+        store.open_backend(postgres.url(db), password_file=postgres.password_file) for _ in range(2)
+    ]
+    store.prepare(backends[0])
+    writers = [store.Writer(b, loop, max_batch=8) for b in backends]
+    for w in writers:
+        w.start()
+    body = b'{"r": 1}'
+    hosts = [f"h{i}" for i in range(8)]
+    try:
+        futures = []
+        for n in range(60):  # many overlapping groups, each touching every host
+            for w, order in zip(writers, (hosts, hosts[::-1]), strict=True):
+                tag = "a" if w is writers[0] else "b"
+                futures += [
+                    w.submit(store.Record(f"{tag}-{n}-{h}", h, "pass", 60.0, body)) for h in order
+                ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        for w in writers:
+            await w.stop()
+    assert [r for r in results if r is not store.Outcome.STORED] == []
+    conn = backends[0].reader()
+    try:
+        assert store.report_count(conn) == 960
+        assert len(store.hosts(conn)) == 8
+    finally:
+        conn.close()
