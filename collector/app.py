@@ -12,12 +12,14 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from collector import account_view, fleet, limits, page, store, summary
 from collector.account import AccountMonitor, metrics_lines
 from collector.account import parse as parse_account
+from collector.clientlog import ClientMistakes, HttpErrorLog
 from collector.config import Settings
+from collector.health import StoreHealth
 from collector.metrics import Metrics
 from collector.readcache import ReadCache
 from collector.tokens import Tokens, from_header
@@ -27,6 +29,17 @@ log = logging.getLogger("acme_preflight.collector")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
+SERVER = "acme-preflight-collector"  # the Server header: no versions to look up exploits for
+# The pages load nothing and run no script: anything injected into one would not run either.
+# Inline styles only (the <style> element and style attributes of the status chart).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 
@@ -96,6 +109,15 @@ def _error(
     return _json(status, {"error": message, **extra}, headers)
 
 
+def _reason(resp: web.StreamResponse) -> str:
+    """The ``error`` of a JSON error answer, else the status's reason phrase."""
+    body = getattr(resp, "body", None)
+    if isinstance(body, bytes) and resp.content_type == JSON:
+        with contextlib.suppress(ValueError, AttributeError):
+            return str(json.loads(body)["error"])
+    return resp.reason
+
+
 class Collector:
     """Everything one running collector holds; built from validated settings."""
 
@@ -118,6 +140,8 @@ class Collector:
         self.metrics = metrics or Metrics()
         self.worker = worker
         self.limiter = limits.ConnectionLimiter(settings.limits)
+        self.mistakes = ClientMistakes()
+        self.health = StoreHealth(self._probe_commit)
         self._writer: store.Writer | None = None
         self._reader: store.Reader | None = None
         self._backend: store.Backend | None = None
@@ -199,6 +223,7 @@ class Collector:
         return self._reader
 
     def _on_batch(self, stats: store.BatchStats) -> None:
+        self.health.committed()
         self.generation += 1
         self.metrics.batch_size.observe(stats.reports)
         self.metrics.commit_seconds.observe(stats.seconds)
@@ -362,6 +387,7 @@ class Collector:
                 outcome = await self.writer.submit(record)
             except store.StoreError as e:
                 m.count("unavailable")
+                self.health.failed(str(e))
                 log.error("storing a report failed: %s", e)
                 return _error(
                     503, "the report could not be stored; retry later", {"Retry-After": "5"}
@@ -657,7 +683,18 @@ class Collector:
             await self.reader.run(lambda conn: conn.execute("SELECT 1").fetchone())
         except Exception as e:
             return _error(503, f"database unavailable: {e}")
+        problem = await self.health.check()
+        if problem is not None:
+            return _error(503, f"the store cannot commit: {problem}", {"Retry-After": "5"})
         return _json(200, {"status": "ok"})
+
+    async def _probe_commit(self) -> None:
+        def probe(conn: store.Conn) -> None:
+            conn.begin()
+            store.add_counter(conn, "health_probes", 1)
+            conn.commit()
+
+        await self.writer.call(probe)
 
     # ------------------------------------------------------------ wiring
 
@@ -674,10 +711,26 @@ class Collector:
 
         return wrapper
 
+    @web.middleware
+    async def _edge(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Client mistakes into the (rate-limited) log; the pages' security headers."""
+        try:
+            resp = await handler(request)
+        except web.HTTPException as e:  # the router's 404 and 405
+            reason = e.reason
+            self.mistakes.note(e.status, lambda: reason, request.remote, request.path)
+            raise
+        if 400 <= resp.status < 500:
+            self.mistakes.note(resp.status, lambda: _reason(resp), request.remote, request.path)
+        if resp.content_type == "text/html":
+            resp.headers.update(PAGE_HEADERS)
+        return resp
+
     def app(self) -> web.Application:
         """The aiohttp application; serve it with ``auto_decompress=False`` (see runner())."""
         app = web.Application(
-            client_max_size=self.settings.max_body_bytes, middlewares=[self.limiter.middleware]
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[self.limiter.middleware, self._edge],
         )
         t = self._timed
         app.router.add_post("/api/v1/reports", self.post_report)
@@ -696,10 +749,14 @@ class Collector:
     def runner(self) -> web.AppRunner:
         """Serve it with :class:`limits.GuardedSite` (connection cap and timeouts)."""
         # The body is decompressed by post_report itself, with a size limit. aiohttp's own
-        # keep-alive timer (3630 s by default) matches the guard's idle timeout.
+        # keep-alive timer (3630 s by default) matches the guard's idle timeout. aiohttp writes
+        # its and Python's versions into every Server header, its own error pages included,
+        # from this module constant, and has no setting for it.
+        web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]
         return web.AppRunner(
             self.app(),
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=self.settings.limits.idle_timeout_s,
+            logger=HttpErrorLog(self.mistakes),
         )

@@ -190,11 +190,15 @@ def collector_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def server_process(
-    *args: str | os.PathLike[str], timeout: float = 20, nofile: int | None = None
+    *args: str | os.PathLike[str],
+    timeout: float = 20,
+    nofile: int | None = None,
+    prefix: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """``python -m collector serve ARGS --listen 127.0.0.1:0``; yields once it listens.
 
     ``nofile``: the process's RLIMIT_NOFILE (soft and hard), e.g. systemd's default soft 1024.
+    ``prefix``: a command that ends by exec-ing its arguments (``unshare --mount ...``).
     """
 
     def limit() -> None:
@@ -204,6 +208,7 @@ def server_process(
     cmd = [sys.executable, "-m", "collector", "serve", *map(str, args)]
     if "--listen" not in cmd:
         cmd += ["--listen", "127.0.0.1:0"]
+    cmd = [*prefix, *cmd]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

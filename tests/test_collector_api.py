@@ -466,6 +466,27 @@ async def test_healthz(srv: Running, http: aiohttp.ClientSession) -> None:
     assert await get_json(http, f"{srv.url}/healthz") == {"status": "ok"}
 
 
+async def test_healthz_follows_whether_the_store_can_commit(
+    srv: Running, http: aiohttp.ClientSession
+) -> None:
+    await srv.set_read_only(True)
+    assert (await post(http, srv, report("refused")))[0] == 503
+    async with http.get(f"{srv.url}/healthz") as resp:
+        assert resp.status == 503  # was 200 while every report got 503
+        assert "the store cannot commit" in (await resp.json())["error"]
+    await srv.set_read_only(False)
+    # nothing posts: the health check's own test commit (once a second) sees the recovery
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while True:
+        async with http.get(f"{srv.url}/healthz") as resp:
+            if resp.status == 200:
+                break
+        assert loop.time() < deadline, "healthz stayed 503 after the store could commit"
+        await asyncio.sleep(0.2)
+    assert (await post(http, srv, report("accepted")))[0] == 202
+
+
 async def test_read_auth(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     s = settings(tmp_path, read_auth=True, read_tokens_file=tmp_path / "read")
     async with serve(s, read_tokens=parse(f"{READ_TOKEN}\n", "read")) as srv:

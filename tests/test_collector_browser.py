@@ -200,3 +200,34 @@ async def test_layout_fits_laptop_and_phone(tmp_path: Path, hosts: int) -> None:
                 await assert_fits(
                     page, f"{srv.url}/hosts/{host}", width, shots / f"host-{hosts}-{width}.png"
                 )
+
+
+INJECT_JS = """(() => {
+  // what an injection into the page would do: an inline script, and an image beacon
+  const s = document.createElement('script');
+  s.textContent = 'window.injected = 1';
+  document.body.appendChild(s);
+  const sw = document.querySelector('.sw, .b');
+  return {
+    ran: window.injected === 1,
+    font: getComputedStyle(document.body).fontFamily,
+    margin: getComputedStyle(document.body).margin,
+    attrStyle: sw ? getComputedStyle(sw).backgroundColor : null,
+  };
+})()"""
+
+
+async def test_csp_blocks_injected_scripts_and_keeps_the_pages_styled(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS_TEXT)
+    with server_process("--tokens-file", tokens, "--db", tmp_path / "csp.db") as srv:
+        for body in fleet_reports():
+            assert post(srv.url, body) == 202
+        async with cdp.browser(tmp_path) as page:
+            for path in ("/", "/hosts/web-02.prod"):
+                await page.open(f"{srv.url}{path}", 1280)
+                found = await page.evaluate(INJECT_JS)
+                assert found["ran"] is False, path  # the policy stopped the script
+                # the <style> element and style attributes still apply
+                assert "system-ui" in found["font"] and found["margin"] == "0px", found
+                assert found["attrStyle"] not in (None, "rgba(0, 0, 0, 0)"), found
