@@ -10,17 +10,16 @@ name its issuer and fingerprint (how TLS inspection shows itself).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agent.net import x509
 from agent.net.stream import Deadline, Stream, elapsed_ms
 
 # Error words; the checks map them to ``tls_<word>`` reason codes.
@@ -93,26 +92,20 @@ def _iso(cert_time: str | None) -> tuple[str | None, float | None]:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), ts
 
 
-def decode_der(der: bytes, now: float | None = None) -> CertInfo:
-    """Decode a DER certificate with the stdlib only (no ``cryptography`` at run time).
+def decode_der(
+    der: bytes, now: float | None = None, decoded: dict[str, Any] | None = None
+) -> CertInfo:
+    """What a report needs from a DER certificate, decoded in memory.
 
-    ``ssl._ssl._test_decode_cert`` is the decoder behind ``getpeercert()``; it reads a
-    PEM file, so the certificate goes through a private temporary file.
+    ``decoded`` is ``getpeercert()``'s dict when the peer was verified (OpenSSL already
+    decoded it); otherwise the DER is read by :mod:`agent.net.x509`. No temporary file.
     """
     fingerprint = hashlib.sha256(der).hexdigest().upper()
-    decoded: dict[str, Any] = {}
-    decoder = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
-    if decoder is not None:
-        fd, path = tempfile.mkstemp(prefix="acme-preflight-", suffix=".pem")
+    if not decoded:
         try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(ssl.DER_cert_to_PEM_cert(der))
-            decoded = decoder(path)
-        except (ssl.SSLError, OSError, ValueError):
+            decoded = x509.decode(der)
+        except (ValueError, IndexError, UnicodeDecodeError):
             decoded = {}  # undecodable: the fingerprint alone still identifies it
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
     subject, _ = _format_name(decoded.get("subject"))
     issuer, issuer_flat = _format_name(decoded.get("issuer"))
     not_before, _ = _iso(decoded.get("notBefore"))
@@ -235,7 +228,11 @@ def _session_facts(stream: Stream) -> tuple[str | None, str | None, CertInfo | N
         return None, None, None
     der = obj.getpeercert(binary_form=True)
     cipher = obj.cipher()
-    return obj.version(), cipher[0] if cipher else None, decode_der(der) if der else None
+    if not der:
+        return obj.version(), cipher[0] if cipher else None, None
+    # A verified peer's certificate is decoded already ({} when not verified).
+    decoded = obj.getpeercert() or None
+    return obj.version(), cipher[0] if cipher else None, decode_der(der, decoded=decoded)
 
 
 async def tls_handshake(
