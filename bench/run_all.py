@@ -30,8 +30,15 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("collector_ingest", ["--rounds", "3"], ["--seconds", "1", "--warmup", "1", "--hosts", "50"]),
     ("fqdn_discovery", [], ["--vhosts", "20", "--runs", "1"]),
     ("fleet_scale", [], ["--hosts", "500", "--seconds", "1", "--warmup", "0.5"]),
+    ("blackbox_peer", [], ["--quick"]),  # needs prometheus-blackbox-exporter (Debian)
 ]
-OWN = {"startup", "check_cycle", "spool_drain", "daemon_footprint"}  # take --json-out
+OWN = {
+    "startup",
+    "check_cycle",
+    "spool_drain",
+    "daemon_footprint",
+    "blackbox_peer",
+}  # take --json-out
 
 
 def main() -> None:

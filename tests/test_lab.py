@@ -24,7 +24,7 @@ import dns.resolver
 import pytest
 
 from agent import config as agent_config
-from tests.lab.base import LabThread
+from tests.lab.base import LabThread, StreamServer
 from tests.lab.digicert import HOSTNAMES, DigicertLab
 from tests.lab.dns import DnsMode, DnsQuery, DnsServer
 from tests.lab.endpoints import (
@@ -164,6 +164,25 @@ async def test_new_nonce(lab_pki: LabPki) -> None:
         status2, headers2, body = await get(server, ctx, NONCE_PATH, "GET")
     assert (status2, body) == (204, b"")
     assert headers["Replay-Nonce"] != headers2["Replay-Nonce"]
+
+
+async def test_lab_connections_send_without_nagle() -> None:
+    """Like a real server (nginx's tcp_nodelay): no response waits for a delayed ACK."""
+    seen: list[int] = []
+
+    class Probe(StreamServer):
+        async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    async with Probe("127.0.0.2", 0) as server:
+        _, writer = await asyncio.open_connection(*server.address)
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+    assert seen and seen[0] != 0
 
 
 async def test_behaviours_status_body_clock(lab_pki: LabPki) -> None:

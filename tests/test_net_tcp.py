@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -26,6 +27,16 @@ async def test_connects_and_closes() -> None:
                 break
             await asyncio.sleep(0.01)
     assert server.connections == 1 and server.received == 2
+
+
+async def test_nagle_is_off() -> None:
+    # a request right after the TLS Finished must not wait for the server's delayed ACK
+    async with SilentEndpoint("127.0.0.7", 0) as server:
+        _, stream = await tcp_connect("127.0.0.7", server.port, 1.0)
+        assert stream is not None
+        sock = stream.writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        await stream.close()
 
 
 @pytest.mark.parametrize("ip", ["127.0.0.3", "::1"])

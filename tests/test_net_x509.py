@@ -101,3 +101,25 @@ def test_damaged_certificates_never_crash(lab_pki: LabPki) -> None:
     for i in range(0, len(flipped), 11):
         flipped[i] ^= 0xFF
         decode_der(bytes(flipped))
+
+
+def test_decoded_once_and_bounded(lab_pki: LabPki, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.net import tls
+
+    ders = _lab_ders(lab_pki)
+    calls: list[bytes] = []
+    real = x509.decode
+
+    def counting(der: bytes) -> dict[str, Any]:
+        calls.append(der)
+        return real(der)
+
+    monkeypatch.setattr(x509, "decode", counting)
+    monkeypatch.setattr(tls, "_DECODED", {})
+    first = decode_der(ders[0], now=0.0)
+    later = decode_der(ders[0], now=86400.0 * 10)
+    assert len(calls) == 1
+    assert first.sha256 == later.sha256 and first.days_left == later.days_left + 10  # type: ignore[operator]
+    for i in range(tls.DECODED_MAX + 5):
+        decode_der(ders[0] + bytes([i]))  # distinct (undecodable) DER: each kept a while
+    assert len(tls._DECODED) == tls.DECODED_MAX

@@ -86,8 +86,12 @@ async def tcp_connect(ip: str, port: int, budget: float) -> tuple[TcpResult, Str
         family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
     except ValueError:
         return TcpResult(ip, port, "error", f"{ip!r} is not an IP address", 0.0), None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP so asyncio turns Nagle off (it skips sockets with proto 0), and set here
+    # too: the request after the TLS Finished, or HEAD newNonce after the directory, must
+    # not wait for the server's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(max(budget, 0.0)):

@@ -92,6 +92,12 @@ def _iso(cert_time: str | None) -> tuple[str | None, float | None]:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), ts
 
 
+# Certificates decoded lately, by DER: the same peers present the same certificate every
+# run, so each is decoded once (days_left is recomputed per call). Bounded, oldest out.
+_DECODED: dict[bytes, tuple[CertInfo, float | None]] = {}
+DECODED_MAX = 16
+
+
 def decode_der(
     der: bytes, now: float | None = None, decoded: dict[str, Any] | None = None
 ) -> CertInfo:
@@ -100,6 +106,18 @@ def decode_der(
     ``decoded`` is ``getpeercert()``'s dict when the peer was verified (OpenSSL already
     decoded it); otherwise the DER is read by :mod:`agent.net.x509`. No temporary file.
     """
+    hit = _DECODED.get(der)
+    if hit is None:
+        hit = _decode(der, decoded)
+        while len(_DECODED) >= DECODED_MAX:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[der] = hit
+    info, expires = hit
+    now = time.time() if now is None else now
+    return replace(info, days_left=None if expires is None else math.floor((expires - now) / 86400))
+
+
+def _decode(der: bytes, decoded: dict[str, Any] | None) -> tuple[CertInfo, float | None]:
     fingerprint = hashlib.sha256(der).hexdigest().upper()
     if not decoded:
         try:
@@ -110,10 +128,8 @@ def decode_der(
     issuer, issuer_flat = _format_name(decoded.get("issuer"))
     not_before, _ = _iso(decoded.get("notBefore"))
     not_after, expires = _iso(decoded.get("notAfter"))
-    now = time.time() if now is None else now
-    days_left = None if expires is None else math.floor((expires - now) / 86400)
     san = tuple(f"{kind}:{value}" for kind, value in decoded.get("subjectAltName", ()))
-    return CertInfo(
+    info = CertInfo(
         subject=subject,
         issuer=issuer,
         issuer_cn=issuer_flat.get("CN"),
@@ -121,9 +137,10 @@ def decode_der(
         sha256=":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2)),
         not_before=not_before,
         not_after=not_after,
-        days_left=days_left,
+        days_left=None,
         san=san,
     )
+    return info, expires
 
 
 @dataclass(frozen=True)
@@ -230,8 +247,9 @@ def _session_facts(stream: Stream) -> tuple[str | None, str | None, CertInfo | N
     cipher = obj.cipher()
     if not der:
         return obj.version(), cipher[0] if cipher else None, None
-    # A verified peer's certificate is decoded already ({} when not verified).
-    decoded = obj.getpeercert() or None
+    # A verified peer's certificate is decoded already ({} when not verified); one seen
+    # lately needs no decoding at all.
+    decoded = None if der in _DECODED else obj.getpeercert() or None
     return obj.version(), cipher[0] if cipher else None, decode_der(der, decoded=decoded)
 
 
