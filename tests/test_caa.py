@@ -302,7 +302,7 @@ async def test_report_with_caa_is_valid(tmp_path: Path, caa_dns: DnsServer) -> N
 
 
 async def test_fleet_page_problems_and_metrics_show_caa(tmp_path: Path, caa_dns: DnsServer) -> None:
-    """The new check reaches the collector's pages and the daemon's /metrics
+    """The new check reaches the collector's pages, problems and /metrics and the daemon's /metrics
     through the generic paths (no code there names it)."""
     result = (await _run(tmp_path, ["www.inherit.example.test"])).to_dict()
     cfg = config.load(tmp_path / "config.toml")
@@ -315,9 +315,24 @@ async def test_fleet_page_problems_and_metrics_show_caa(tmp_path: Path, caa_dns:
             page = await resp.text()
         async with http.get(f"{srv.url}/hosts/caa-host", headers=auth(READ_TOKEN)) as resp:
             host_page = await resp.text()
+        async with http.get(f"{srv.url}/api/v1/problems", headers=auth(READ_TOKEN)) as resp:
+            assert resp.status == 200, await resp.text()
+            problems = await resp.json()
+        async with http.get(f"{srv.url}/metrics", headers=auth(READ_TOKEN)) as resp:
+            collector_metrics = await resp.text()
     assert ">caa<" in page, "no caa column on the fleet page"
     assert "caa_forbids_digicert" in host_page
     assert "allows letsencrypt.org, sectigo.com, not DigiCert" in host_page
+    groups = [(g["check"], g["reason"]) for g in problems["problems"]]
+    assert ("caa", "caa_forbids_digicert") in groups
+    fleet = {f.name: f for f in text_string_to_metric_families(collector_metrics)}
+    problem_series = {
+        (x.labels["check"], x.labels["reason"], x.labels["status"]): x.value
+        for f in fleet.values()
+        if f.name.endswith("hosts_problem")
+        for x in f.samples
+    }
+    assert problem_series[("caa", "caa_forbids_digicert", "fail")] == 1
     metrics = Metrics("0", runs=1, delivered=1, dropped=0)
     metrics.last_report = build_report(
         cfg, identity(cfg), [CheckResult.from_dict(result)], "t"

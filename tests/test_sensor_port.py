@@ -21,6 +21,8 @@ from agent.checks import sensor_port
 from agent.config import ConfigError, SensorConfig, SensorVersion, from_mapping
 from agent.context import CheckContext
 from agent.model import CheckResult, Status
+from agent.net.proxy import TunnelResult
+from agent.net.tls import TlsResult
 from agent.runner import run_check
 from tests.lab.digicert import DigicertLab
 from tests.lab.endpoints import BlackholeEndpoint, SilentEndpoint
@@ -374,3 +376,32 @@ async def test_listener_lookup_sees_wildcard_binds() -> None:
         await srv.wait_closed()
     assert [lst.pid for lst in found] == [psutil.Process().pid]
     assert found[0].address == "0.0.0.0:48999"
+
+
+# ------------------------------------------------------------------ judge, on facts alone
+
+
+def test_judge_on_facts() -> None:
+    sensor = SensorConfig(host="10.0.0.5", version=SensorVersion.parse("3.8.46"))
+    port, rule = sensor.port_rule()
+    target = "acme.digicert.com:443"
+    opened = TunnelResult(target, "http://10.0.0.5:8080", None, "ok", 200, "HTTP/1.1 200", 1, 2)
+    verified = TlsResult("acme.digicert.com", None, "TLS 1.3, verified", 3.0, verified=True)
+    details: dict[str, Any] = {"host": "10.0.0.5"}
+
+    def judge(tunnel: TunnelResult, tls: TlsResult | None, answering: int | None = None) -> Any:
+        return sensor_port.judge(sensor, port, rule, tunnel, tls, answering, [], details)
+
+    assert judge(opened, verified).reason == "ok"
+    refused = TunnelResult(target, "http://10.0.0.5:8080", "refused", "refused", connect_ms=1)
+    wrong = judge(refused, None, answering=48999)
+    assert (wrong.status, wrong.reason) == (Status.FAIL, "sensor_wrong_port")
+    assert "48999" in wrong.remediation
+    assert judge(refused, None).reason == "sensor_refused"
+    denied = TunnelResult(target, "p", "connect_failed", "403", 403, "HTTP/1.1 403", 1, 2)
+    assert judge(denied, None).reason == "sensor_connect_denied"
+    broken = TlsResult("acme.digicert.com", "untrusted", "not trusted", 3.0, verify_code=20)
+    failed = judge(opened, broken)
+    assert (failed.status, failed.reason) == (Status.FAIL, "sensor_tunnel_tls_failed")
+    assert failed.details["tls_phase_error"] == "untrusted"
+    assert details == {"host": "10.0.0.5"}  # the caller's facts are not changed

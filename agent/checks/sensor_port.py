@@ -221,7 +221,7 @@ async def run(ctx: CheckContext) -> Outcome:
                 details["local_lookup_problem"] = why
         else:
             details["same_host"] = False
-        return _verdict(sensor, port, rule, tunnel, tls, answering, listeners, details)
+        return judge(sensor, port, rule, tunnel, tls, answering, listeners, details)
     finally:
         if lookup is not None:
             lookup.cancel()
@@ -328,7 +328,7 @@ _TUNNEL_REASONS = {
 }
 
 
-def _verdict(
+def judge(
     sensor: SensorConfig,
     port: int,
     rule: str,
@@ -338,6 +338,13 @@ def _verdict(
     listeners: list[Listener],
     details: dict[str, Any],
 ) -> Outcome:
+    """The result from what :func:`run` gathered (pure: ``details`` is copied, not changed).
+
+    ``tunnel``: TCP + CONNECT to the sensor; ``tls``: the handshake through it (None when
+    no tunnel opened); ``answering``: the other rule's port when only it answered;
+    ``listeners``: what holds the port when the sensor is this host.
+    """
+    details = dict(details)
     host = sensor.host or "?"
     where = f"{format_addr(host, port) if ':' in host else f'{host}:{port}'}"
     target = tunnel.target
