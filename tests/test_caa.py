@@ -158,6 +158,8 @@ def caa_dns(netns_isolated: None) -> Iterator[DnsServer]:
         server = thread.start(DnsServer({}, NS, 53))
         for name, records in ZONE.items():
             server.set_caa(name, records)
+        server.set_cname("alias.example.test", "rec.example.test")
+        server.set_cname("dangling.inherit.example.test", "gone.example.test")
         server.set("broken.example.test", mode=DnsMode.SERVFAIL)
         server.set("silent.example.test", mode=DnsMode.SILENCE)
         yield server
@@ -186,6 +188,19 @@ async def test_record_on_the_name(tmp_path: Path, caa_dns: DnsServer) -> None:
     assert '0 issue "digicert.com"' in rec["records"]
     assert rec["nameserver"] == f"{NS}:53"
     assert "authorizes thawte.com" in r.summary
+
+
+async def test_aliases_are_followed(tmp_path: Path, caa_dns: DnsServer) -> None:
+    r = await _run(tmp_path, ["alias.example.test", "dangling.inherit.example.test"])
+    names = _names(r)
+    # the alias's CAA is its target's (the resolver followed the CNAME)
+    alias = names["alias.example.test"]
+    assert (alias["status"], alias["found_at"]) == ("pass", "alias.example.test")
+    assert '0 issue "digicert.com"' in alias["records"]
+    # an alias to a name without CAA: the search goes on at the alias's parent (RFC 8659)
+    dangling = names["dangling.inherit.example.test"]
+    assert dangling["found_at"] == "inherit.example.test"
+    assert dangling["reason"] == caa.FORBIDS
 
 
 async def test_no_caa_anywhere_passes(tmp_path: Path, caa_dns: DnsServer) -> None:

@@ -22,6 +22,7 @@ from typing import cast
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -70,6 +71,7 @@ class DnsServer(StreamServer):
         self.ttl = ttl
         self.zone: dict[str, list[str]] = {}
         self.caa: dict[str, list[str]] = {}
+        self.cnames: dict[str, str] = {}
         self.modes: dict[str, DnsMode] = {}
         self.override: DnsMode | None = None
         self.queries: list[DnsQuery] = []
@@ -94,17 +96,23 @@ class DnsServer(StreamServer):
             dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CAA, text)
         self.caa[_key(name)] = texts
 
+    def set_cname(self, name: str, target: str) -> None:
+        """Make ``name`` an alias: answers carry the CNAME chain, then the target's records
+        (as a recursive resolver returns them)."""
+        self.cnames[_key(name)] = _key(target)
+
     def remove(self, name: str) -> None:
         """Drop ``name`` from the zone and forget its mode (it becomes NXDOMAIN)."""
         self.zone.pop(_key(name), None)
         self.caa.pop(_key(name), None)
+        self.cnames.pop(_key(name), None)
         self.modes.pop(_key(name), None)
 
     def mode_for(self, name: str) -> DnsMode:
         key = _key(name)
         if self.override is not None:
             return self.override
-        known = key in self.zone or key in self.caa
+        known = key in self.zone or key in self.caa or key in self.cnames
         return self.modes.get(key, DnsMode.ANSWER if known else DnsMode.NXDOMAIN)
 
     def queried(self, name: str) -> list[DnsQuery]:
@@ -145,12 +153,23 @@ class DnsServer(StreamServer):
             resp.set_rcode(rcode)
             return resp.to_wire()
         version = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(q.rdtype)
+        owner = q.name
+        for _ in range(8):  # an alias chain, bounded like a resolver's
+            target = self.cnames.get(name)
+            if target is None or q.rdtype == dns.rdatatype.CNAME:
+                break
+            resp.answer.append(
+                dns.rrset.from_text_list(
+                    owner, self.ttl, dns.rdataclass.IN, dns.rdatatype.CNAME, [target + "."]
+                )
+            )
+            name, owner = target, dns.name.from_text(target)
         records = [a for a in self.zone.get(name, []) if ipaddress.ip_address(a).version == version]
         if q.rdtype == dns.rdatatype.CAA:
             records = self.caa.get(name, [])
         if records:
             resp.answer.append(
-                dns.rrset.from_text_list(q.name, self.ttl, dns.rdataclass.IN, q.rdtype, records)
+                dns.rrset.from_text_list(owner, self.ttl, dns.rdataclass.IN, q.rdtype, records)
             )
         limit = 65535 if transport == "tcp" else max(512, query.payload if query.edns >= 0 else 0)
         try:
