@@ -339,8 +339,13 @@ def test_a_400_wave_holds_the_spool_instead_of_destroying_it(
                 " (a proxy or WAF in front of it, or the collector itself, refuses them)"
             )
             rec.clear_script()  # the rule is lifted
+            t0 = time.monotonic()
             d.signal(signal.SIGHUP)  # a reload ends the backoff (docs/daemon.md)
             wait_delivered_all(d, port, lambda: accepted_ids(rec), timeout=60)
+            print(
+                f"\n400 wave: {WAVE} spooled, {len(attempts)} POSTs while held, 0 dead-lettered;"
+                f" all delivered {time.monotonic() - t0:.1f}s after the 400s stopped"
+            )
             assert m_value(port, "acme_preflight_delivery_held") == 0
             assert d.stop() == 0
     assert set(ids) <= accepted_ids(rec)
