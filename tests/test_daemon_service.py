@@ -468,6 +468,6 @@ async def test_reload_rereads_the_ca_store(tmp_path: Path) -> None:
     d = Daemon(load(path, explicit=True), None, path, explicit_config=True)
     before = verifying_context()
     assert verifying_context() is before
-    await d._reload()
+    await d.reload()
     assert d.metrics.reloads["ok"] == 1
     assert verifying_context() is not before

@@ -23,9 +23,19 @@ from tests.daemonproc import DaemonProc, base_config, free_port, wait_http, writ
 REPORT = {"schema": "acme-preflight.report/1", "status": "pass", "checks": []}
 
 
-def daemon(tmp_path: Path) -> Daemon:
+class Clock:
+    """Monotonic seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def daemon(tmp_path: Path, clock: Clock | None = None) -> Daemon:
     cfg = Config(agent=AgentConfig(interval=2.0, timeout=1.0, state_dir=tmp_path))
-    return Daemon(cfg, None, None, explicit_config=False)
+    return Daemon(cfg, None, None, explicit_config=False, clock=clock or Clock())
 
 
 @pytest.fixture
@@ -76,7 +86,8 @@ def get(path: str, method: str = "GET", extra: str = "") -> bytes:
 
 
 async def test_healthz_tracks_the_age_of_the_last_run(tmp_path: Path) -> None:
-    d = daemon(tmp_path)
+    clock = Clock()
+    d = daemon(tmp_path, clock)
     server = await status_server.start("127.0.0.1:0", d)
     base = f"http://127.0.0.1:{server.port}"
     try:
@@ -85,15 +96,23 @@ async def test_healthz_tracks_the_age_of_the_last_run(tmp_path: Path) -> None:
                 assert r.status == 200 and "starting" in await r.text()
             async with http.get(base + "/status") as r:
                 assert r.status == 503 and "no check run" in (await r.json())["error"]
-            d._last_run_mono = time.monotonic() - 4.9  # within 2 intervals + timeout (5 s)
+            d.run_finished(REPORT)
+            clock.now += 4.9  # within 2 intervals + timeout (5 s)
             async with http.get(base + "/healthz") as r:
                 assert r.status == 200
-            d._last_run_mono = time.monotonic() - 5.5
+            clock.now += 0.6
             async with http.get(base + "/healthz") as r:
                 assert r.status == 503 and "unhealthy" in await r.text()
-            d._last_run_mono, d._started = None, time.monotonic() - 60
-            async with http.get(base + "/healthz") as r:
-                assert r.status == 503
+            async with http.get(base + "/status") as r:
+                assert r.status == 200 and await r.json() == REPORT
+            late = Clock()
+            server_late = await status_server.start("127.0.0.1:0", daemon(tmp_path, late))
+            late.now += 60  # no run finished in the first minute
+            try:
+                async with http.get(f"http://127.0.0.1:{server_late.port}/healthz") as r:
+                    assert r.status == 503
+            finally:
+                await server_late.close()
             async with http.get(base + "/nope") as r:
                 assert r.status == 404
     finally:
@@ -104,9 +123,8 @@ async def test_pages_content_types_and_head(
     served: tuple[Daemon, status_server.StatusServer],
 ) -> None:
     d, server = served
-    d._last = REPORT
-    d.metrics.last_report = REPORT
-    d.metrics.runs = 3
+    for _ in range(3):
+        d.run_finished(REPORT)
     status, headers, body = parse(await exchange(server.port, get("/status")))
     assert status == 200 and headers["content-type"] == "application/json; charset=utf-8"
     assert json.loads(body) == REPORT and int(headers["content-length"]) == len(body)

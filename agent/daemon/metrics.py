@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +97,7 @@ class Metrics:
     spool_reports: int = 0
     spool_bytes: int = 0
     dead_letters: int = 0
-    last_report: Mapping[str, Any] | None = None
+    last_report: dict[str, Any] | None = None
     last_run_ts: float | None = None
     # What is wrong right now, for /metrics and /status/daemon (cleared by the next success).
     delivery_error: str = ""

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,8 +76,10 @@ class Daemon:
         config_path: Path | None,
         explicit_config: bool,
         notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self._clock = clock  # monotonic seconds, for the health bound
         self._token = token
         self._config_path = config_path
         self._explicit = explicit_config
@@ -90,8 +93,7 @@ class Daemon:
             self.metrics,
             self._sender,
         )
-        self._last: dict[str, Any] | None = None
-        self._started = time.monotonic()
+        self._started = clock()
         self._last_run_mono: float | None = None
         self._inflight: asyncio.Task[Any] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -215,11 +217,7 @@ class Daemon:
         agent = await asyncio.to_thread(identity, cfg, ctx.paths.machine_id)
         report = build_report(cfg, agent, results, started)
         data: dict[str, Any] = redact_obj(report.to_dict(), self._secrets())
-        self._last = data
-        self._last_run_mono = time.monotonic()
-        self.metrics.runs += 1
-        self.metrics.last_report = data
-        self.metrics.last_run_ts = time.time()
+        self.run_finished(data)
         queued = 0
         if self._sender is not None:
             # The spool first: it is what must not lose the report. Serialized once, here,
@@ -245,9 +243,10 @@ class Daemon:
         if self._reload_task is not None and not self._reload_task.done():
             _log.info("reload already in progress")
             return
-        self._reload_task = asyncio.create_task(self._reload(), name="reload")
+        self._reload_task = asyncio.create_task(self.reload(), name="reload")
 
-    async def _reload(self) -> None:
+    async def reload(self) -> None:
+        """Re-read the config and the token (SIGHUP); a bad one is logged and ignored."""
         self.notifier.reloading()
         # Re-read the CA store too (the checks share one verifying context): SIGHUP is
         # how an administrator says "the system changed".
@@ -301,18 +300,25 @@ class Daemon:
 
     # --------------------------------------------------------------- status API
 
+    def run_finished(self, report: dict[str, Any]) -> None:
+        """A run finished with ``report``: what /status, /healthz and /metrics show."""
+        self._last_run_mono = self._clock()
+        self.metrics.runs += 1
+        self.metrics.last_report = report
+        self.metrics.last_run_ts = time.time()
+
     def last_report(self) -> dict[str, Any] | None:
-        return self._last
+        return self.metrics.last_report
 
     def health(self) -> tuple[bool, str]:
         cfg = self.config.agent
         bound = 2 * cfg.interval + cfg.timeout
         if self._last_run_mono is None:
-            age = time.monotonic() - self._started
+            age = self._clock() - self._started
             if age <= bound:
                 return True, "ok: starting, first run in progress"
             return False, f"unhealthy: no check run finished in {age:.0f}s"
-        age = time.monotonic() - self._last_run_mono
+        age = self._clock() - self._last_run_mono
         if age <= bound:
             return True, f"ok: last run finished {age:.1f}s ago"
         return False, f"unhealthy: last run finished {age:.0f}s ago (limit {bound:g}s)"
