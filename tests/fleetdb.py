@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.checks import CHECK_NAMES
 from collector import store, summary
 from tests.collectorutil import check, report
 
@@ -46,14 +47,7 @@ PROBLEMS: tuple[tuple[str, str, str, str, int], ...] = (
         2,
     ),
 )
-CHECKS = (
-    "privileges",
-    "outbound_https",
-    "digicert_ip",
-    "fqdn_resolution",
-    "sensor_port",
-    "clock_skew",
-)
+CHECKS = CHECK_NAMES  # the one registry (agent/checks), not a copy
 
 
 def fleet_reports(n: int, seed: int = 16, healthy: float = 0.7) -> Iterator[dict[str, Any]]:
