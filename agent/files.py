@@ -7,9 +7,13 @@ import os
 import stat
 from pathlib import Path
 
+POSTS_AS_HOST = "anyone who can read it can post as this host"
+ACTS_ON_ACCOUNT = "anyone who can read it can use the CertCentral account through the API"
 
-def secret_file_warning(path: Path, key: str) -> str | None:
-    """A warning when ``path`` (a token file) can be read by its group or by others."""
+
+def secret_file_warning(path: Path, key: str, consequence: str = POSTS_AS_HOST) -> str | None:
+    """A warning when ``path`` (a file holding a secret) can be read by its group or by others;
+    ``consequence`` says what a reader could do."""
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -21,7 +25,7 @@ def secret_file_warning(path: Path, key: str) -> str | None:
         return None
     return (
         f"{key}: {path} is readable by {' and '.join(who)} (mode {stat.S_IMODE(mode):04o}): "
-        f"anyone who can read it can post as this host; chmod 600 {path}"
+        f"{consequence}; chmod 600 {path}"
     )
 
 

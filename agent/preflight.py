@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.config import Config, is_loopback_host, redact_url
-from agent.files import secret_file_warning, state_dir_problem
+from agent.files import ACTS_ON_ACCOUNT, secret_file_warning, state_dir_problem
 
 EX_CANTCREAT = 73
 
@@ -55,6 +55,11 @@ def startup_warnings(config: Config, token: str | None) -> list[str]:
     cfg = config.collector
     if cfg.url and cfg.token_file is not None:
         w = secret_file_warning(cfg.token_file, "[collector] token_file")
+        if w:
+            found.append(w)
+    key_file = config.certcentral.api_key_file
+    if key_file is not None:
+        w = secret_file_warning(key_file, "[certcentral] api_key_file", ACTS_ON_ACCOUNT)
         if w:
             found.append(w)
     if (

@@ -21,7 +21,7 @@ from agent.config import (
     parse_section,
     split_host_port,
 )
-from agent.files import secret_file_warning
+from agent.files import ACTS_ON_ACCOUNT, POSTS_AS_HOST, secret_file_warning
 from agent.values import boolean, choice, int_range, number_range, path, type_name
 from collector.limits import Limits
 
@@ -245,9 +245,15 @@ def start_warnings(s: Settings) -> list[str]:
             "/api/v1/hosts, /api/v1/problems, /metrics) are open: anyone who can connect reads "
             "the fleet; set read_auth = true and read_tokens_file, or listen on 127.0.0.1"
         )
-    for key, file in (("tokens_file", s.tokens_file), ("read_tokens_file", s.read_tokens_file)):
+    key_file = s.certcentral.api_key_file if s.certcentral else None
+    files = (
+        ("tokens_file", s.tokens_file, POSTS_AS_HOST),
+        ("read_tokens_file", s.read_tokens_file, "anyone who can read it can read the fleet"),
+        ("[certcentral] api_key_file", key_file, ACTS_ON_ACCOUNT),
+    )
+    for key, file, consequence in files:
         if file is not None:
-            w = secret_file_warning(file, key)
+            w = secret_file_warning(file, key, consequence)
             if w:
                 found.append(w)
     return found

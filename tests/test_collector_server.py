@@ -380,3 +380,17 @@ def test_a_tokens_file_others_can_read_warns_at_start(tmp_path: Path) -> None:
         f"others (mode 0644): anyone who can read it can post as this host; chmod 600 {tf}"
     ]
     assert TOKEN not in "".join(warned)
+
+
+def test_a_certcentral_key_file_others_can_read_is_warned_by_the_collector(tmp_path: Path) -> None:
+    from agent.config import CertCentralConfig
+    from collector.config import Settings, start_warnings
+
+    key = tmp_path / "api.key"
+    key.write_text("K" * 40 + "\n")
+    key.chmod(0o640)
+    s = Settings(certcentral=CertCentralConfig(api_key_file=key))
+    assert start_warnings(s) == [
+        f"[certcentral] api_key_file: {key} is readable by its group (mode 0640): anyone who "
+        f"can read it can use the CertCentral account through the API; chmod 600 {key}"
+    ]

@@ -238,3 +238,20 @@ def test_a_symlinked_state_dir_is_refused_not_followed(tmp_path: Path) -> None:
     proc = _run(cfg)
     assert proc.returncode == EX_CANTCREAT
     assert list(victim.iterdir()) == []  # no lock, no spool, no last.json written there
+
+
+def test_a_certcentral_key_file_others_can_read_is_a_warning(tmp_path: Path) -> None:
+    key = tmp_path / "api.key"
+    key.write_text("K" * 40 + "\n")
+    key.chmod(0o644)
+    data = base_config(tmp_path, None)
+    data["certcentral"] = {"api_key_file": key}
+    cfg = write_config(tmp_path / "config.toml", data)
+    proc = _validate(cfg)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"[certcentral] api_key_file: {key} is readable by its group and others (mode 0644)"
+    ) in proc.stderr
+    assert "K" * 40 not in proc.stderr
+    key.chmod(0o600)
+    assert _validate(cfg).stderr == ""
