@@ -58,11 +58,26 @@ class PackageRoot:
         shutil.copyfile(src, self.path(inside))
         return inside
 
+    def _enter(self) -> list[str]:
+        return ["nsenter", f"--target={self._proc.pid}", "--mount", "--"]
+
+    def bind(self, path: Path) -> None:
+        """Show this machine's ``path`` at the same place inside the root: the root's own /tmp
+        and /run hide what is there (a checkout and its venv cloned under /tmp, say)."""
+        target = f"{self.workdir}/root{path.resolve()}"
+        script = 'mkdir -p "$1" && mount --bind "$2" "$1"'
+        subprocess.run(
+            [*self._enter(), "sh", "-c", script, "sh", target, str(path)],
+            check=True,
+            capture_output=True,
+            env={"PATH": PATH},
+        )
+
     def command(self, *cmd: str, env: Mapping[str, str] | None = None) -> list[str]:
         """The argv that runs ``cmd`` chrooted in this root with a clean environment."""
         base = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": "/root"}
         args = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
-        full = ["nsenter", f"--target={self._proc.pid}", "--mount", "--"]
+        full = self._enter()
         return [*full, "chroot", str(self.workdir / "root"), "env", "-i", *args, *cmd]
 
     def run(

@@ -70,6 +70,8 @@ def test_the_quick_start_runs_as_written_on_a_fresh_machine(root: PackageRoot) -
     assert not root.path(ETC).exists()
     assert not root.path("/var/lib/acme-preflight-collector").exists()
     bindir = Path(sys.executable).parent  # the collector command, as `make install` puts it
+    for path in {REPO, Path(sys.prefix)}:  # the checkout and its venv, wherever they are
+        root.bind(path)
     proc = subprocess.Popen(
         root.command("sh", "-e", "-c", quickstart(), env={"PATH": f"{bindir}:{PATH}"}),
         stdout=subprocess.PIPE,
