@@ -407,22 +407,22 @@ def _where(q: HostQuery, st: Staleness) -> tuple[list[str], list[Any]]:
         where.append("s.status = ?")
         params.append(q.status)
     if q.check or q.reason:
-        sub = "SELECT 1 FROM host_checks c WHERE c.host_id = s.host_id"
+        # the problem hosts from the problem index first, then their rows
+        sub = "SELECT c.host_id FROM host_checks c WHERE"
         if q.check:
-            sub += " AND c.check_name = ?"
+            sub += " c.check_name = ?"
             params.append(q.check)
         if q.reason:
-            sub += " AND c.reason = ?"
+            sub += (" AND" if q.check else "") + " c.reason = ?"
             params.append(q.reason)
-        where.append(f"EXISTS ({sub})")
+        where.append(f"s.host_id IN ({sub})")
     if q.search:
         term = "%" + q.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         term += "%"
-        where.append(
-            "(s.sort_name LIKE ? ESCAPE '\\' OR LOWER(s.host_id) LIKE ? ESCAPE '\\' "
-            "OR LOWER(s.fqdn) LIKE ? ESCAPE '\\')"
-        )
-        params += [term, term, term]
+        # name and host_id only: both are in the sort indexes, so the walk in page order tests
+        # them there and reads only the matching rows
+        where.append("(s.sort_name LIKE ? ESCAPE '\\' OR LOWER(s.host_id) LIKE ? ESCAPE '\\')")
+        params += [term, term]
     return where, params
 
 
