@@ -2,7 +2,7 @@
 # Builds a package per target distribution into dist/ (`make package` runs this after
 # `make install`):
 #
-#   dist/acme-preflight_<version>_<target>_<arch>.deb   debian12 debian13 ubuntu2404
+#   dist/acme-preflight_<version>_<target>_<arch>.deb   debian12 debian13 ubuntu2204 ubuntu2404
 #   dist/acme-preflight-<version>-1.<target>.<arch>.rpm el8 el9
 #
 # Each carries a self-contained venv at /opt/acme-preflight bound to the target's own
@@ -39,10 +39,14 @@ BUILD=$ROOT/build/package
 WHEELHOUSE=${WHEELHOUSE:-$ROOT/build/wheelhouse}
 DIST=$ROOT/dist
 
-# target  format  interpreter  (the Depends:/Requires: line and the venv's bin/python)
+# target  format  interpreter  (the Depends:/Requires: line and the venv's bin/python).
+# Ubuntu 22.04's default python3.10 is not supported (the code needs 3.11: asyncio.timeout,
+# TaskGroup, StrEnum, tomllib, and TimeoutError being asyncio's); its python3.11 package
+# (universe, 3.11.0) is.
 TARGETS="
 debian12   deb python3.11
 debian13   deb python3.13
+ubuntu2204 deb python3.11
 ubuntu2404 deb python3.12
 el8        rpm python3.11
 el9        rpm python3.11
@@ -90,18 +94,21 @@ make_venv() { # TARGET INTERPRETER
 	local venv=$BUILD/targets/$target/venv site
 	mapfile -t opts < <(wheel_opts "$pyver")
 	echo "==> $target: venv for $interp"
-	# Fetched once per Python version into the shared wheelhouse (a wheel already there
-	# satisfies the pin without a download).
-	if [ ! -e "$BUILD/fetched-$pyver" ]; then
-		"$DEV_PY" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
-			--constraint "$BUILD/constraints.txt" "${opts[@]}" "$WHEEL"
-		touch "$BUILD/fetched-$pyver"
-	fi
 	site=$venv/lib/$interp/site-packages
 	mkdir -p "$site" "$venv/bin"
-	PYTHONDONTWRITEBYTECODE=1 "$DEV_PY" -m pip install --quiet --no-index --no-compile \
-		--find-links "$WHEELHOUSE" --constraint "$BUILD/constraints.txt" "${opts[@]}" \
-		--target "$site" "$WHEEL"
+	# From the shared wheelhouse alone when it has every pin for this Python (a rebuild
+	# asks PyPI nothing); otherwise the missing wheels are fetched into it first.
+	install() {
+		PYTHONDONTWRITEBYTECODE=1 "$DEV_PY" -m pip install --quiet --no-index --no-compile \
+			--find-links "$WHEELHOUSE" --constraint "$BUILD/constraints.txt" "${opts[@]}" \
+			--target "$site" "$WHEEL" "$@"
+	}
+	if ! install 2>/dev/null; then
+		rm -rf "$site" && mkdir -p "$site"
+		"$DEV_PY" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
+			--constraint "$BUILD/constraints.txt" "${opts[@]}" "$WHEEL"
+		install
+	fi
 	# pip --target writes console scripts for the build's interpreter: ours follow below.
 	rm -rf "$site/bin"
 	ln -s "/usr/bin/$interp" "$venv/bin/python"
@@ -177,10 +184,10 @@ stamp=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 	printf ' -- acme-preflight maintainers <acme-preflight@example.invalid>  %s\n' "$(LC_ALL=C date -u -R -d "@$stamp")"
 } | gzip -9n >"$BUILD/doc/changelog.gz"
 
-rm -f "$DIST"/acme-preflight_*.deb "$DIST"/acme-preflight-*.rpm
 echo "$TARGETS" | while read -r target format interp; do
 	[ -n "$target" ] || continue
 	case " ${TARGETS_ONLY:-$target} " in *" $target "*) ;; *) continue ;; esac
+	rm -f "$DIST"/acme-preflight_*_"${target}"_*.deb "$DIST"/acme-preflight-*-1."${target}".*.rpm
 	make_venv "$target" "$interp"
 	echo "==> $target: $format"
 	# nfpm.yaml takes the venv and the docs from fixed paths (it expands no variables there).
