@@ -22,6 +22,7 @@ hierarchy), so the cgroups its systemd creates are removed with it. Needs root.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -100,6 +101,13 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {value!r}")
         time.sleep(interval)
+
+
+def _die_with_parent() -> None:
+    """In the boot's first process: SIGKILL when the test process dies, however it dies
+    (unshare's --kill-child then takes PID 1 and so the whole namespace with it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _cgroup_dirs() -> list[Path]:
@@ -199,6 +207,7 @@ class BootedSystem:
             stdin=subprocess.PIPE,
             stdout=self._console,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         try:
             self._enter_own_cgroups()
