@@ -667,14 +667,19 @@ class Reader:
         try:
             return fn(conn)
         except Exception:
-            # a broken connection (server restarted) must not stay broken: reconnect next time
-            if conn.dialect != "sqlite":
-                with self._lock:
-                    self._conns.remove(conn)
-                self._local.conn = None
-                with contextlib.suppress(Exception):
-                    conn.close()
-            raise
+            if not getattr(conn, "broken", False):
+                raise
+        # the server closed this connection (restart, failover, idle timeout): reads are
+        # idempotent, so once more on a new one
+        self._forget(conn)
+        return fn(self._conn())
+
+    def _forget(self, conn: Conn) -> None:
+        with self._lock:
+            self._conns.remove(conn)
+        self._local.conn = None
+        with contextlib.suppress(Exception):
+            conn.close()
 
     async def run(self, fn: Callable[[Conn], T]) -> T:
         loop = asyncio.get_running_loop()

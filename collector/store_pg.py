@@ -68,6 +68,11 @@ class PgConn:
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
+    @property
+    def broken(self) -> bool:
+        """The server end is gone: this connection will never work again."""
+        return bool(self.raw.broken or self.raw.closed)
+
     def close(self) -> None:
         self.raw.close()
 

@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 
 from collector import store
-from tests.collectorutil import TOKENS_TEXT, auth, report, server_process
+from tests.collectorutil import TOKENS_TEXT, auth, report, serve, server_process, settings
+from tests.lab.plugin import StoreTarget
 from tests.lab.postgres import PostgresServer
 
 
@@ -158,3 +159,27 @@ async def test_two_writers_on_one_database_never_deadlock(postgres: Any) -> None
         assert len(store.hosts(conn)) == 8
     finally:
         conn.close()
+
+
+async def test_reads_and_ingest_survive_the_server_closing_connections(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """A PostgreSQL restart or failover closes every connection: reads retry once on a new
+    connection (no error for the reader), ingest answers 503 for the group in flight at most,
+    and both work again without restarting the collector."""
+    db = postgres.create_database()
+    target = StoreTarget("postgresql", postgres.url(db), postgres.password_file, postgres)
+    async with serve(settings(tmp_path, target)) as srv, aiohttp.ClientSession() as http:
+        assert (await _post(http, srv.url, report("before")))[0] == 202
+        await _get(http, f"{srv.url}/api/v1/hosts")  # the readers have their connections
+        postgres.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{db}' AND pid <> pg_backend_pid()",
+            db,
+        )
+        for path in ("/api/v1/hosts", "/api/v1/hosts", "/healthz"):  # both reader threads
+            await _get(http, srv.url + path)
+        statuses = [(await _post(http, srv.url, report("after")))[0] for _ in range(2)]
+        assert statuses in ([202, 202], [503, 202])
+        listed = await _get(http, f"{srv.url}/api/v1/hosts")
+        assert {h["host_id"] for h in listed["hosts"]} == {"before", "after"}
