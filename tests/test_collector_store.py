@@ -312,3 +312,23 @@ def test_migrating_a_version_1_database_keeps_its_reports(tmp_path: Path) -> Non
         assert out == [STORED, DUPLICATE]  # the same report_id, another host; the old one kept
     finally:
         conn2.close()
+
+
+def test_postgresql_columns_are_as_wide_as_sqlites(postgres: Any) -> None:
+    """SQLite's INTEGER is 64-bit and REAL a double; PostgreSQL's are 32-bit and a float4
+    (epoch seconds to the nearest ~2 minutes): the migrations are translated."""
+    db = postgres.create_database()
+    store.prepare(store.open_backend(postgres.url(db), password_file=postgres.password_file))
+    out = postgres.psql(
+        "SELECT table_name || '.' || column_name || '=' || data_type FROM "
+        "information_schema.columns WHERE table_schema = 'public' ORDER BY 1",
+        db,
+    )
+    types = dict(line.split("=", 1) for line in out.splitlines())
+    assert types["reports.id"] == "bigint"
+    assert types["hosts.latest_id"] == "bigint"
+    assert types["hosts.last_seen"] == "double precision"
+    assert types["host_summary.last_seen"] == "double precision"
+    assert types["reports.body"] == "bytea"
+    narrow = {c for c, t in types.items() if t in ("integer", "real")}
+    assert narrow == {"schema_version.version"}  # a small number, not from the migrations
