@@ -28,6 +28,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("spool_drain", [], ["--quick"]),
     ("daemon_footprint", [], ["--quick"]),
     ("collector_ingest", ["--rounds", "3"], ["--seconds", "1", "--warmup", "1", "--hosts", "50"]),
+    ("pg_drivers", [], ["--groups", "20", "--rounds", "1"]),
     ("fqdn_discovery", [], ["--vhosts", "20", "--runs", "1"]),
     ("fleet_scale", [], ["--hosts", "500", "--seconds", "1", "--warmup", "0.5"]),
     ("blackbox_peer", [], ["--quick"]),  # needs prometheus-blackbox-exporter (Debian)
