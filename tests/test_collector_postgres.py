@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,11 @@ def test_one_collector_at_a_time_runs_retention(postgres: Any) -> None:
         assert backend.try_job(two, "retention") is False  # another collector holds it
         backend.end_job(one, "retention")
         assert backend.try_job(two, "retention") is True
-        two.close()  # a collector that dies releases it with its connection
-        assert backend.try_job(one, "retention") is True
+        two.close()  # a collector that dies releases it with its connection...
+        deadline = time.monotonic() + 10
+        while not backend.try_job(one, "retention"):  # ...once its server process has ended
+            assert time.monotonic() < deadline, "the lock outlived its connection"
+            time.sleep(0.05)
     finally:
         one.close()
 
