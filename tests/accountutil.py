@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,44 @@ def by_name(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def loads(text: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(text)
     return data
+
+
+def _slow(lab: CertCentralLab) -> dict[str, Any]:
+    lab.delay = 2.0
+    return {"timeout": "0.6s"}
+
+
+def _refused(lab: CertCentralLab) -> dict[str, Any]:
+    url = f"https://{lab.host}:1"  # nothing listens there: connection refused
+    return {"base_url": url + "/services/v2", "automation_url": url + "/automationws/v1"}
+
+
+def _wrong_path(lab: CertCentralLab) -> dict[str, Any]:
+    return {"base_url": lab.base_url.replace("/services/v2", "/services/v9")}
+
+
+def _exhausted(lab: CertCentralLab) -> dict[str, Any]:
+    lab.burn(KEYS["ready"], 1000)  # another client spent the key's 1000 per 3 minutes
+    return {"timeout": "2s"}
+
+
+# Failures of the API path itself, with the ready account: a lab condition sets them up and
+# returns the [certcentral] settings the run needs.
+ERROR_CASES: dict[
+    str, tuple[Callable[[CertCentralLab], dict[str, Any]], dict[str, tuple[str, str]]]
+] = {
+    "slow": (
+        _slow,
+        {"api_key": ("error", "api_timeout"), "automation": ("skip", "automation_unreachable")},
+    ),
+    "refused": (
+        _refused,
+        {
+            "api_key": ("error", "api_unreachable"),
+            "domains": ("error", "api_unreachable"),
+            "automation": ("skip", "automation_unreachable"),
+        },
+    ),
+    "wrong_path": (_wrong_path, {"account_type": ("error", "api_bad_answer")}),
+    "exhausted": (_exhausted, {"api_key": ("error", "api_rate_limited")}),
+}

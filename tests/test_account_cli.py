@@ -12,10 +12,8 @@ import pytest
 
 from agent.cli import main
 from agent.schema import ACCOUNT_SCHEMA_FILE, report_schema
-from tests.accountutil import CASES, by_name, key_for, loads, write_agent_config
-from tests.lab.base import LabThread
+from tests.accountutil import CASES, ERROR_CASES, by_name, key_for, loads, write_agent_config
 from tests.lab.certcentral import KEYS, CertCentralLab
-from tests.lab.endpoints import RefusedEndpoint
 
 SCHEMA = report_schema(ACCOUNT_SCHEMA_FILE)
 
@@ -137,52 +135,6 @@ def test_bad_key_files_exit_78_without_quoting_them(
         assert content.decode("latin-1")[:8] not in err
 
 
-def test_slow_answers_are_api_timeout(
-    certcentral_lab: CertCentralLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    certcentral_lab.delay = 2.0
-    cfg = write_agent_config(tmp_path, certcentral_lab, KEYS["ready"], timeout="0.6s")
-    rc, out, _ = run_cli(capsys, cfg, "--json", "--only", "api_key", "--only", "automation")
-    got = by_name(loads(out))
-    assert got["api_key"] == ("error", "api_timeout")
-    assert got["automation"] == ("skip", "automation_unreachable")
-    assert rc == 3
-
-
-def test_unreachable_api(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    lab_thread: LabThread,
-    certcentral_lab: CertCentralLab,
-) -> None:
-    refused = lab_thread.start(RefusedEndpoint("127.0.0.6", 0))
-    url = f"https://127.0.0.6:{refused.port}"
-    cfg = write_agent_config(
-        tmp_path,
-        certcentral_lab,
-        KEYS["ready"],
-        base_url=url + "/services/v2",
-        automation_url=url + "/automationws/v1",
-    )
-    rc, out, _ = run_cli(capsys, cfg, "--json")
-    got = by_name(loads(out))
-    assert got["api_key"] == ("error", "api_unreachable")
-    assert got["domains"] == ("error", "api_unreachable")
-    assert got["automation"] == ("skip", "automation_unreachable")
-    assert rc == 3
-
-
-def test_wrong_base_url_is_a_bad_answer(
-    certcentral_lab: CertCentralLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    base = certcentral_lab.base_url.replace("/services/v2", "/services/v9")
-    cfg = write_agent_config(tmp_path, certcentral_lab, KEYS["ready"], base_url=base)
-    _, out, _ = run_cli(capsys, cfg, "--json", "--only", "account_type")
-    status, reason = by_name(loads(out))["account_type"]
-    assert (status, reason) == ("error", "api_bad_answer")
-    assert "404" in loads(out)["checks"][0]["summary"]
-
-
 def test_untrusted_certificate_is_unreachable(
     certcentral_lab: CertCentralLab,
     tmp_path: Path,
@@ -210,3 +162,18 @@ def test_rate_limit_exhausted_by_another_client(
     assert (check["status"], check["reason"]) == ("error", "api_rate_limited")
     assert check["details"]["error"]["retry_after_s"] >= 170
     assert len([r for r in certcentral_lab.requests if r.key == KEYS["ready"]]) == 1
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_failures_of_the_api_path(
+    case: str, certcentral_lab: CertCentralLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup, expected = ERROR_CASES[case]
+    cfg = write_agent_config(tmp_path, certcentral_lab, KEYS["ready"], **setup(certcentral_lab))
+    rc, out, _ = run_cli(capsys, cfg, "--json")
+    report = loads(out)
+    jsonschema.validate(report, SCHEMA)
+    got = by_name(report)
+    for name, want in expected.items():
+        assert got[name] == want, (name, report)
+    assert rc == 3

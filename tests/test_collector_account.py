@@ -17,7 +17,7 @@ import pytest
 from agent.config import parse_section
 from agent.schema import ACCOUNT_SCHEMA_FILE, report_schema
 from collector import config as collector_config
-from tests.accountutil import CASES, by_name, certcentral_table, key_for, write_key
+from tests.accountutil import CASES, ERROR_CASES, by_name, certcentral_table, key_for, write_key
 from tests.collectorutil import auth, check, collector_env, report, serve, settings
 from tests.lab.certcentral import KEYS, CertCentralLab
 
@@ -84,6 +84,29 @@ async def test_every_reason_through_the_collector(
     for name, want in expected.items():
         assert got[name] == want, (name, body["report"])
     assert key not in str(body)
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+async def test_failures_of_the_api_path_through_the_collector(
+    case: str, certcentral_lab: CertCentralLab, tmp_path: Path
+) -> None:
+    setup, expected = ERROR_CASES[case]
+    key = KEYS["ready"]
+    s = account_settings(tmp_path, certcentral_lab, key, **setup(certcentral_lab))
+    async with serve(s, account_key=key) as srv, aiohttp.ClientSession() as session:
+        body = await first_report(session, srv.url)  # the run at start: stored, not lost
+        assert srv.collector.account is not None
+        await srv.collector.account.run_once()  # and again: the collector keeps going
+        status, again = await get_json(session, f"{srv.url}/api/v1/account")
+        async with session.get(f"{srv.url}/metrics") as resp:
+            metrics = await resp.text()
+    assert status == 200
+    for doc in (body["report"], again["report"]):
+        jsonschema.validate(doc, SCHEMA)
+        got = by_name(doc)
+        for name, want in expected.items():
+            assert got[name] == want, (name, doc)
+    assert 'acme_preflight_account_check_status{check="api_key"}' in metrics
 
 
 async def test_issuance_verdicts_join_hosts_and_account(
