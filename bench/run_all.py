@@ -32,6 +32,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("fqdn_discovery", [], ["--vhosts", "20", "--runs", "1"]),
     ("fleet_scale", [], ["--hosts", "500", "--seconds", "1", "--warmup", "0.5"]),
     ("blackbox_peer", [], ["--quick"]),  # needs prometheus-blackbox-exporter (Debian)
+    (
+        "account_scan",
+        [],
+        ["--domains", "1000", "--names", "100", "--paced-pages", "20", "--runs", "1"],
+    ),
 ]
 OWN = {
     "startup",

@@ -324,6 +324,11 @@ class CertCentralLab(LabServer):
     def automation_url(self) -> str:
         return f"https://{self.host}:{self.port}{AUTOMATION}"
 
+    def forget(self) -> None:
+        """Clear the recorded requests and every key's rate-limit window."""
+        self.requests.clear()
+        self._windows.clear()
+
     def burn(self, key: str, n: int) -> None:
         """Count ``n`` requests for ``key`` now, as if another client had just sent them."""
         window = self._windows.setdefault(key, deque())
