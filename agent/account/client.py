@@ -161,7 +161,11 @@ class CertCentral:
 
     async def close(self) -> None:
         for task in self._cache.values():
-            task.cancel()
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                # retrieve it: an unretrieved error is logged by asyncio, unscrubbed
+                task.exception()
         if self._session is not None:
             await self._session.close()
             self._session = None
