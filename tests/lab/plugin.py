@@ -104,16 +104,49 @@ class StoreTarget:
     server: PostgresServer | None = None
 
 
+@pytest.fixture(scope="session")
+def _postgres_contract_db(postgres: PostgresServer) -> str:
+    """One migrated database that every contract test empties and reuses (a new database per
+    test cost more than the tests themselves)."""
+    from collector import store
+
+    db = postgres.create_database()
+    store.prepare(store.open_backend(postgres.url(db), password_file=postgres.password_file))
+    return db
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> StoreTarget:
     """Each backend in turn: contract tests take this to run against both.
 
-    PostgreSQL: a fresh database on the session's server for each test.
+    PostgreSQL: the session's contract database, every table emptied (ids restarted) and the
+    schema version reset before each test. Tests of creating or migrating a database make
+    their own with ``postgres.create_database()``.
     """
     if request.param == "sqlite":
         return StoreTarget("sqlite", str(tmp_path_factory.mktemp("store") / "collector.db"))
     server: PostgresServer = request.getfixturevalue("postgres")
-    db = server.create_database()
+    db: str = request.getfixturevalue("_postgres_contract_db")
+    _empty(server, db)
     return StoreTarget("postgresql", server.url(db), server.password_file, server)
+
+
+def _empty(server: PostgresServer, db: str) -> None:
+    import psycopg
+
+    from collector import store
+
+    password = server.password_file.read_text().strip()
+    with psycopg.connect(server.url(db), password=password, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_version'"
+            )
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")  # type: ignore[call-overload]
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version(version) VALUES (%s)", (store.SCHEMA_VERSION,))
