@@ -230,6 +230,9 @@ def test_agents_get_202_within_a_second_while_connections_are_exhausted(
             assert all(3.9 < t < 4.0 + 3 for t in crowd.closed["trickle"]), crowd.closed["trickle"]
             assert all(a.startswith(b"HTTP/1.1 408 ") for a in crowd.answers["trickle"])
             assert len(crowd.closed["idle"]) >= 1220 - 448  # closed to make room
+            slow, trickle = crowd.closed["slow"], crowd.closed["trickle"]
+            print(f"slow heads closed after {min(slow):.2f}-{max(slow):.2f} s (header 2 s)")
+            print(f"trickled bodies: 408 after {min(trickle):.2f}-{max(trickle):.2f} s (body 4 s)")
             # no accept loop spinning (the issue saw 96 % with the connections merely held)
             cpu = proc.cpu_percent()
             print(f"collector CPU under attack: {cpu:.0f} % ({len(crowd.closed['idle'])} closed)")
@@ -289,6 +292,9 @@ def test_timeouts_at_their_bounds(tmp_path: Path) -> None:
             time.sleep(0.2)
         finally:
             crowd.stop()
+        heads = crowd.closed["idle"] + crowd.closed["slow"]
+        print(f"\nidle keep-alive closed after {idle:.2f} s (idle_timeout_s 1.5); heads closed")
+        print(f"after {min(heads):.2f}-{max(heads):.2f} s (header_timeout_s 1)")
         assert 1.3 < idle < 2.5
         assert len(crowd.closed["idle"]) == 3 and len(crowd.closed["slow"]) == 3
         assert all(0.9 < t < 2.0 for t in crowd.closed["idle"] + crowd.closed["slow"])
