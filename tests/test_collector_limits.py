@@ -206,6 +206,7 @@ def test_agents_get_202_within_a_second_while_connections_are_exhausted(
         try:
             crowd.open("trickle", 20)
             crowd.open("slow", 100)
+            time.sleep(1.0)  # the bodies' heads are in (a busy request is never evicted)
             # more than the cap, and than the collector's 1024 descriptors; each one the
             # collector closes is opened again, for as long as the agents post
             crowd.open("idle", 1100)
@@ -227,10 +228,12 @@ def test_agents_get_202_within_a_second_while_connections_are_exhausted(
             # (seen late by this process while it reopens connections as fast as it can)
             assert max(crowd.closed["slow"]) < 2.0 + 3
             assert len(crowd.closed["trickle"]) == 20
-            assert all(3.9 < t < 4.0 + 3 for t in crowd.closed["trickle"]), crowd.closed["trickle"]
+            trickle = sorted(crowd.closed["trickle"])
+            assert trickle[0] > 3.9 and trickle[-1] < 4.0 + 5, trickle  # 5 s: a busy machine
+            assert len(crowd.answers["trickle"]) == 20  # each answered, none evicted
             assert all(a.startswith(b"HTTP/1.1 408 ") for a in crowd.answers["trickle"])
             assert len(crowd.closed["idle"]) >= 1220 - 448  # closed to make room
-            slow, trickle = crowd.closed["slow"], crowd.closed["trickle"]
+            slow = crowd.closed["slow"]
             print(f"slow heads closed after {min(slow):.2f}-{max(slow):.2f} s (header 2 s)")
             print(f"trickled bodies: 408 after {min(trickle):.2f}-{max(trickle):.2f} s (body 4 s)")
             # no accept loop spinning (the issue saw 96 % with the connections merely held)
