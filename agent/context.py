@@ -38,6 +38,11 @@ class CheckContext:
     def timeout(self) -> float:
         return self.config.agent.timeout
 
+    @property
+    def timeout_key(self) -> str:
+        """The setting ``timeout`` comes from, for the runner's check_timeout remediation."""
+        return "[agent] timeout"
+
     def secrets(self) -> tuple[str, ...]:
         """Strings the runner scrubs from every result."""
         return self.config.secrets()

@@ -53,7 +53,7 @@ async def run_check(name: str, fn: Callable[[C], Awaitable[Outcome]], ctx: C) ->
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_GRACE)
             task.add_done_callback(_discard_result)
-            outcome = _timed_out(name, timeout)
+            outcome = _timed_out(name, timeout, ctx.timeout_key)
         elif task.cancelled():
             # the check cancelled itself (the runner did not): a crash, not a stop signal
             outcome = _crashed(name, asyncio.CancelledError())
@@ -80,12 +80,12 @@ async def run_check(name: str, fn: Callable[[C], Awaitable[Outcome]], ctx: C) ->
     return CheckResult.from_outcome(name, outcome, elapsed_ms)
 
 
-def _timed_out(name: str, timeout: float) -> Outcome:
+def _timed_out(name: str, timeout: float, timeout_key: str) -> Outcome:
     return Outcome(
         Status.ERROR,
         f"{name} did not finish within its {timeout:g}s timeout",
         "check_timeout",
-        checks.RUNNER_REASONS["check_timeout"],
+        checks.RUNNER_REASONS["check_timeout"].format(timeout_key=timeout_key),
         {"timeout_s": timeout},
     )
 

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from agent import checks, runner
-from agent.config import AgentConfig, Config, ProxyConfig
+from agent.account.client import CertCentral
+from agent.account.context import AccountContext
+from agent.config import AgentConfig, CertCentralConfig, Config, ProxyConfig
 from agent.context import CheckContext
 from agent.model import CheckResult, Outcome, Status
 
@@ -127,8 +129,24 @@ async def test_a_hanging_check_times_out(fakes: dict[str, Fake]) -> None:
     assert (hung.status, hung.reason) == (Status.ERROR, "check_timeout")
     assert hung.summary == "hang did not finish within its 0.3s timeout"
     assert hung.details == {"timeout_s": timeout}
+    assert "raise [agent] timeout" in hung.remediation
     assert timeout <= wall < timeout + runner.timeout_grace(timeout) + 0.4
     assert results["fine"].status is Status.PASS
+
+
+async def test_an_account_check_timing_out_names_its_own_setting() -> None:
+    """The account checks are bounded by [certcentral] timeout, not [agent] timeout."""
+
+    async def hang(ctx: AccountContext) -> Outcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    cfg = Config(certcentral=CertCentralConfig(timeout=0.2))
+    ctx = AccountContext(cfg, client=CertCentral(cfg.certcentral, "k" * 32))
+    result = await runner.run_check("api_key", hang, ctx)
+    assert (result.reason, result.details) == ("check_timeout", {"timeout_s": 0.2})
+    assert "raise [certcentral] timeout" in result.remediation
+    assert "[agent]" not in result.remediation
 
 
 async def test_a_check_swallowing_its_cancellation_is_abandoned(fakes: dict[str, Fake]) -> None:

@@ -27,6 +27,10 @@ class AccountContext(CheckContext):
         return self.config.certcentral.timeout
 
     @property
+    def timeout_key(self) -> str:
+        return "[certcentral] timeout"
+
+    @property
     def budget(self) -> float:
         return self.timeout * BUDGET_SHARE
 

@@ -47,10 +47,11 @@ def available() -> tuple[str, ...]:
     return tuple(MODULES)
 
 
-# Reasons the runner gives any check that could not run (agent/runner.py).
+# Reasons the runner gives any check that could not run (agent/runner.py); {timeout_key}
+# is the setting that bounds the check (CheckContext.timeout_key).
 RUNNER_REASONS: dict[str, str] = {
     "check_timeout": (
-        "Something the check waits on is hanging; raise [agent] timeout or look at the "
+        "Something the check waits on is hanging; raise {timeout_key} or look at the "
         "details of the other checks for the endpoint that does not answer."
     ),
     "check_crashed": (
