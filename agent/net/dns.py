@@ -8,6 +8,7 @@ firewall allow-list or a remote resolver sees. The nameservers come from
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Sequence
@@ -188,6 +189,16 @@ class Lookup:
     nameserver: str | None = None
 
 
+@functools.lru_cache(maxsize=256)
+def _absolute_name(name: str) -> dns.name.Name:
+    """``name`` parsed once: the daemon asks for the same few names every cycle.
+
+    dnspython names are immutable, so sharing one is safe; a bad name raises each time
+    (lru_cache keeps no exceptions).
+    """
+    return dns.name.from_text(name)  # absolute: no search domains
+
+
 async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget: float) -> Lookup:
     """One query within ``budget``, never raising for a DNS or network condition.
 
@@ -195,7 +206,7 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget
     this type is an answer with no RRset.
     """
     started = time.perf_counter()
-    qname = dns.name.from_text(name)  # absolute: no search domains
+    qname = _absolute_name(name)
     try:
         # The outer bound is a backstop: dnspython honours the lifetime itself.
         async with asyncio.timeout(max(budget, 0.01) + 0.05):
