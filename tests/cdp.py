@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 
 CHROMIUM = shutil.which("chromium")
-FLAGS = [
+# Headless, and no connection of Chromium's own (this machine's network is closed).
+HEADLESS_FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -30,9 +31,8 @@ FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
 ]
+FLAGS = [*HEADLESS_FLAGS, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
 
 # Every rendered element that reaches past the viewport's left or right edge.
 LAYOUT_JS = """(() => {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -17,26 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests import cdp, fleetdb
+from tests.cdp import CHROMIUM
+from tests.cdp import HEADLESS_FLAGS as FLAGS
 from tests.collectorutil import TOKEN, TOKENS_TEXT, check, report, server_process
 
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None and os.environ.get("CI") != "true",
     reason="Debian's chromium is not installed (.ci/apt-packages.txt installs it in CI)",
 )
-
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-]
 
 
 def chromium(tmp_path: Path, *args: str) -> str:
