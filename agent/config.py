@@ -10,13 +10,13 @@ import ipaddress
 import json
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agent import compat
 from agent.checks import CHECK_NAMES
 from agent.log import LOG_FORMATS
 from agent.redact import redact_text
@@ -661,8 +661,8 @@ def load(path: Path | None = None, *, explicit: bool | None = None) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError("", f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        data = compat.tomllib.loads(text)
+    except compat.tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"{path}: invalid TOML: {e}") from None
     return from_mapping(data, source=path)
 

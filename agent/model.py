@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import compat
 
-class Status(enum.StrEnum):
+
+class Status(compat.StrEnum):
     PASS = "pass"
     SKIP = "skip"
     WARN = "warn"

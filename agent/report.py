@@ -5,17 +5,17 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, compat
 from agent.config import Config
 from agent.model import AgentIdentity, CheckResult, Report
 
 
 def utc_now() -> str:
-    """RFC 3339 UTC with millisecond precision, e.g. ``2026-11-27T00:43:13.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 compat.UTC with millisecond precision, e.g. ``2026-11-27T00:43:13.123Z``."""
+    return datetime.now(compat.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def host_id(config: Config, machine_id: Path = Path("/etc/machine-id")) -> str:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web, web_response
 
+from agent import compat
 from collector import account_view, fleet, limits, page, store, summary
 from collector.account import AccountMonitor, metrics_lines
 from collector.account import parse as parse_account
@@ -342,7 +343,7 @@ class Collector:
                     body = await read_body(request, limit)
                 if encoding != "identity":
                     body = gunzip(body, limit)
-            except TimeoutError:
+            except compat.TIMEOUT_ERRORS:
                 m.count("too_slow")
                 seconds = self.settings.limits.body_timeout_s
                 resp = _error(408, f"the body did not arrive within {seconds:g} s")

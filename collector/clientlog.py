@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -62,7 +62,13 @@ class ClientMistakes:
         self._since = 0
 
 
-class HttpErrorLog(logging.LoggerAdapter[logging.Logger]):
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter is subscriptable at runtime only from Python 3.11 on
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class HttpErrorLog(_LoggerAdapter):
     """aiohttp's server logger (``RequestHandler(logger=...)``) with malformed requests sent to
     :class:`ClientMistakes` instead of being logged with a traceback; real server errors keep
     theirs."""

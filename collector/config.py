@@ -6,12 +6,12 @@ key (``retention_days: expected an integer, got a string``) and the CLI exits 78
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent import compat
 from agent.config import (
     CertCentralConfig,
     ConfigError,
@@ -272,8 +272,8 @@ def load(path: Path | None) -> Settings:
     except OSError as e:
         raise ConfigError("", f"{path}: cannot read the config file: {e.strerror}") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        data = compat.tomllib.loads(text)
+    except compat.tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"{path}: invalid TOML: {e}") from None
     return from_mapping(data, source=path)
 

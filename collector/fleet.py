@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from agent import compat
 from agent.checks import CHECK_NAMES
 from collector import summary
 from collector.store import HostRow
@@ -29,7 +30,9 @@ MAX_SEARCH = 200
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ts, compat.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 def _ident(value: str, field: str) -> str:

@@ -14,6 +14,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from agent import compat
+
 
 class StoreHealth:
     def __init__(
@@ -53,7 +55,7 @@ class StoreHealth:
             self._running = asyncio.ensure_future(self._probe())
         try:
             await asyncio.wait_for(asyncio.shield(self._running), self.timeout_s)
-        except TimeoutError:
+        except compat.TIMEOUT_ERRORS:
             self.failed(f"a test commit did not finish within {self.timeout_s:g} s")
         except Exception as e:
             self.failed(str(e))

@@ -33,6 +33,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_runner import BaseRunner
 
+from agent import compat
+
 log = logging.getLogger("acme_preflight.collector")
 
 # The listen queue, and how many connections the event loop accepts in one go before any of
@@ -369,9 +371,9 @@ class _Guard(asyncio.Protocol):
         self.abort()
 
 
-def body_deadline(limits: Limits) -> asyncio.Timeout:
+def body_deadline(limits: Limits) -> compat.Timeout:
     """``async with body_deadline(limits):`` around reading a request body."""
-    return asyncio.timeout(limits.body_timeout_s)
+    return compat.timeout(limits.body_timeout_s)
 
 
 class GuardedSite(web.BaseSite):

@@ -17,6 +17,7 @@ import pytest
 from jsonschema import ValidationError
 
 import agent
+from agent import compat
 from agent.cli import EX_USAGE
 from agent.output import use_colour
 from tests.clirun import REPO, cli_env, report_of, run_cli, validator
@@ -403,7 +404,6 @@ def test_config_show_toml_loads_back_to_the_same_config(tmp_path: Path) -> None:
 
 def test_config_show_toml_of_the_defaults_and_its_secrets(tmp_path: Path) -> None:
     import dataclasses
-    import tomllib
 
     from agent.config import Config, load
 
@@ -420,6 +420,6 @@ def test_config_show_toml_of_the_defaults_and_its_secrets(tmp_path: Path) -> Non
     )
     out = run_cli("config", "show", "--format", "toml", "--config", cfg).stdout
     assert "hunter2pw" not in out and "s3cretpw" not in out
-    data = tomllib.loads(out)
+    data = compat.tomllib.loads(out)
     assert data["proxy"]["url"] == "http://u:***@proxy.test:3128"
     assert data["agent"]["host_id"] == 'q"uote\\ \x7f'

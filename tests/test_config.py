@@ -13,13 +13,12 @@ import re
 import shutil
 import stat
 import tempfile
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent import checks, cli
+from agent import checks, cli, compat
 from agent import config as config_mod
 from agent.config import (
     EX_CONFIG,
@@ -253,7 +252,7 @@ def test_every_key_of_the_full_file_is_read() -> None:
     assert (cc.timeout, cc.interval, cc.expiry_warn) == (20.0, 1800.0, 14 * 86400.0)
     assert (cc.container_id, cc.min_balance) == (77, 500.0)
     # every key of every section really was set (none left at its default)
-    raw = tomllib.loads((FIXTURES / "valid-full.toml").read_text())
+    raw = compat.tomllib.loads((FIXTURES / "valid-full.toml").read_text())
     for name, (_cls, parsers) in config_mod._SECTIONS.items():
         assert set(raw[name]) == set(parsers), name
 
@@ -299,7 +298,7 @@ def test_bad_durations(bad: object) -> None:
 
 def test_durations_through_toml() -> None:
     cfg = from_mapping(
-        tomllib.loads(
+        compat.tomllib.loads(
             '[agent]\ninterval = "1h"\ntimeout = 30\njitter = "5m"\n'
             '[clock_skew]\nwarn = 90\nfail = "10m"\n'
         )
@@ -463,7 +462,7 @@ def test_example_config_shows_the_real_defaults() -> None:
     text = "\n".join(
         f"[{section}]\n" + "\n".join(lines.values()) for section, lines in documented.items()
     )
-    uncommented = to_mapping(from_mapping(tomllib.loads(text)))
+    uncommented = to_mapping(from_mapping(compat.tomllib.loads(text)))
     defaults = to_mapping(Config())
     for section, keys in defaults.items():
         for key, default in keys.items():

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent import compat
 from agent.config import AgentConfig, Config
 from agent.daemon import status_server
 from agent.daemon.service import Daemon
@@ -55,7 +56,7 @@ async def exchange(port: int, data: bytes, *, close_write: bool = False) -> byte
         writer.write(data)
         if close_write:
             writer.write_eof()
-        async with asyncio.timeout(5):
+        async with compat.timeout(5):
             return await reader.read(-1)
     except ConnectionResetError:
         return b""  # closed without an answer
@@ -253,7 +254,7 @@ async def test_slow_clients_time_out_without_blocking_others(
         t0 = time.monotonic()
         assert status_of(await exchange(server.port, get("/healthz"))) == 200
         assert time.monotonic() - t0 < 0.4
-        async with asyncio.timeout(3):
+        async with compat.timeout(3):
             assert status_of(await reader.read(-1)) == 408
             assert status_of(await drip_reader.read(-1)) == 408
         # the whole request is timed, not each read: the drip is cut at the same bound
@@ -277,7 +278,7 @@ async def test_a_full_server_evicts_its_oldest_connection_for_a_new_one(
         t0 = time.monotonic()
         assert status_of(await exchange(server.port, get("/healthz"))) == 200
         assert time.monotonic() - t0 < 1.0
-        async with asyncio.timeout(3):
+        async with compat.timeout(3):
             assert await idle[0][0].read(-1) == b""  # closed without an answer
         assert server.evicted == 1
         # the two younger idle ones still hold their slots (they time out later)
@@ -384,7 +385,7 @@ async def test_close_stops_listening_and_drops_clients(tmp_path: Path) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /healthz HTTP/1.1\r\n")
     await asyncio.sleep(0.05)
-    async with asyncio.timeout(3):
+    async with compat.timeout(3):
         await server.close()
         assert await reader.read(-1) == b""
     writer.close()

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from agent import __version__
+from agent import __version__, compat
 from agent.account.pacing import Pacer, RateLimited
 from agent.config import CertCentralConfig
 from agent.net.proxy import ProxyChoice, select_proxy
@@ -290,23 +290,25 @@ class CertCentral:
                 cred = f"{unquote(parts.username)}:{proxy.password or ''}".encode()
                 proxy_headers = {"Proxy-Authorization": "Basic " + b64encode(cred).decode()}
         try:
-            async with asyncio.timeout(max(budget, 0.0)):
-                async with session.request(
+            async with (
+                compat.timeout(max(budget, 0.0)),
+                session.request(
                     method,
                     url,
                     json=body,
                     proxy=proxy_url,
                     proxy_headers=proxy_headers,
                     allow_redirects=False,
-                ) as resp:
-                    raw = bytearray()
-                    while len(raw) <= self.max_answer:  # read(n) gives at most n bytes
-                        chunk = await resp.content.read(self.max_answer + 1 - len(raw))
-                        if not chunk:
-                            break
-                        raw += chunk
-                    status, headers = resp.status, dict(resp.headers)
-        except TimeoutError:
+                ) as resp,
+            ):
+                raw = bytearray()
+                while len(raw) <= self.max_answer:  # read(n) gives at most n bytes
+                    chunk = await resp.content.read(self.max_answer + 1 - len(raw))
+                    if not chunk:
+                        break
+                    raw += chunk
+                status, headers = resp.status, dict(resp.headers)
+        except compat.TIMEOUT_ERRORS:
             raise ApiError(
                 "timeout", f"{method} {shown}: no complete answer within {budget:.1f}s"
             ) from None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
+from agent import compat
 from agent.account.client import ApiError
 from agent.model import Outcome, Status
 
@@ -73,12 +74,12 @@ def parse_date(value: object) -> date | None:
     except ValueError:
         return None
     if when.tzinfo is not None:
-        when = when.astimezone(UTC)
+        when = when.astimezone(compat.UTC)
     return when.date()
 
 
 def today(now: float) -> date:
-    return datetime.fromtimestamp(now, UTC).date()
+    return datetime.fromtimestamp(now, compat.UTC).date()
 
 
 def days_left(until: date, now: float) -> int:

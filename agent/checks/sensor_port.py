@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from agent import compat
 from agent.config import SENSOR_NEW_PORT, SENSOR_OLD_PORT, SensorConfig
 from agent.context import CheckContext
 from agent.fqdn.locality import interface_addresses, is_local
@@ -116,9 +117,9 @@ def listeners_on(ip: str, port: int) -> list[Listener]:
 async def _lookup_listeners(ip: str, port: int, budget: float) -> tuple[list[Listener], str | None]:
     """``listeners_on`` in a thread, bounded; the second item says why it found nothing."""
     try:
-        async with asyncio.timeout(max(0.0, min(budget, LOOKUP_CAP))):
+        async with compat.timeout(max(0.0, min(budget, LOOKUP_CAP))):
             return await asyncio.to_thread(listeners_on, ip, port), None
-    except TimeoutError:
+    except compat.TIMEOUT_ERRORS:
         return [], "listing this host's sockets took too long"
     except psutil.Error as exc:
         return [], f"cannot list this host's sockets: {type(exc).__name__}"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent import log
+from agent import compat, log
 from agent.daemon.metrics import Metrics
 from agent.daemon.sender import Sender, SendResult, Verdict, backoff_delay, retry_delay
 from agent.daemon.spool import (
@@ -446,7 +446,7 @@ class Delivery:
     async def _pause(self, delay: float) -> None:
         """Sleep for a backoff; a reload (new token, new URL) cuts it short."""
         self._kick.clear()
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(*compat.TIMEOUT_ERRORS):
             await asyncio.wait_for(self._kick.wait(), delay)
 
 
@@ -491,7 +491,7 @@ async def _send_batch(
     await window.acquire()
     await one(0, batch[0])
     if len(batch) > 1 and not stop():
-        async with asyncio.TaskGroup() as group:
+        async with compat.TaskGroup() as group:
             for i in middle:
                 await window.acquire()
                 if stop():

@@ -10,10 +10,10 @@ import platform
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from agent import promtext
+from agent import compat, promtext
 from agent.model import Status
 
 PREFIX = "acme_preflight_"
@@ -274,7 +274,11 @@ def spool_error_kind(error: str) -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ts, compat.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _code(status: object) -> int:

@@ -8,7 +8,6 @@ and never appears in a log line, a report or an error message.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import gzip
 import json
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, compat
 from agent.config import CollectorConfig, ConfigError, redact_url
 from agent.daemon.transport import Poster, ProtocolError
 from agent.redact import redact_cut, redact_text
@@ -259,9 +258,9 @@ class Sender:
         acknowledged ``report_id`` (``acknowledgement_problem``), not just any 2xx."""
         data = gzip_body(body)
         try:
-            async with asyncio.timeout(self.cfg.timeout):
+            async with compat.timeout(self.cfg.timeout):
                 answer = await self._poster_now().post(data, self._headers, ERROR_BODY_READ)
-        except TimeoutError:
+        except compat.TIMEOUT_ERRORS:
             return SendResult(Verdict.RETRY, None, f"timed out after {self.cfg.timeout:g}s")
         except ssl.SSLCertVerificationError as e:
             return SendResult(Verdict.RETRY, None, self._clean(untrusted_message(e, self.cfg)))

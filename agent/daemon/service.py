@@ -19,14 +19,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent import __version__, log
+from agent import __version__, compat, log
 from agent.config import EX_CONFIG, Config, ConfigError, load
 from agent.context import CheckContext
 from agent.daemon import memory, status_server
@@ -59,7 +59,7 @@ def stop_grace(config: Config) -> float:
 def trigger(config: Config) -> IntervalTrigger:
     jitter = config.agent.effective_jitter
     return IntervalTrigger(
-        seconds=config.agent.interval, jitter=jitter if jitter > 0 else None, timezone=UTC
+        seconds=config.agent.interval, jitter=jitter if jitter > 0 else None, timezone=compat.UTC
     )
 
 
@@ -114,13 +114,13 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="deliver"))
         await self._start_status(cfg.status.listen)
 
-        self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+        self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=compat.UTC)
         self._scheduler.add_job(
             self._run_job,
             trigger=trigger(cfg),
             id=JOB_ID,
             name="acme-preflight checks",
-            next_run_time=datetime.now(UTC),  # the first run at start
+            next_run_time=datetime.now(compat.UTC),  # the first run at start
             max_instances=1,
             coalesce=True,
             misfire_grace_time=misfire_grace(cfg),

@@ -26,7 +26,10 @@ from pathlib import Path
 SPOOL_FILE = "spool.sqlite3"
 DEAD_LETTER_KEEP = 1000  # dead letters are for inspection; keep the newest this many
 # SQLite's primary result codes for a damaged file (the extended codes share the low byte).
-_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# SQLITE_CORRUPT and SQLITE_NOTADB (the sqlite3 module names them only from Python 3.11 on).
+_CORRUPT_CODES = frozenset({11, 26})
+# Python 3.10's exceptions carry no ``sqlite_errorcode``: SQLite's own texts for those codes.
+_CORRUPT_TEXTS = ("database disk image is malformed", "file is not a database")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -59,10 +62,12 @@ def is_corrupt(e: BaseException) -> bool:
     """True when ``e`` says the spool file is damaged (not full, locked or read-only)."""
     if isinstance(e, SpoolCorrupt):
         return True
+    if not isinstance(e, sqlite3.DatabaseError):
+        return False
     code = getattr(e, "sqlite_errorcode", None)
-    return (
-        isinstance(e, sqlite3.DatabaseError) and code is not None and code & 0xFF in _CORRUPT_CODES
-    )
+    if code is None:  # Python 3.10
+        return any(text in str(e) for text in _CORRUPT_TEXTS)
+    return code & 0xFF in _CORRUPT_CODES
 
 
 def count_damaged(path: Path) -> int | None:

@@ -27,7 +27,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from agent import __version__, log
+from agent import __version__, compat, log
 from agent.config import split_host_port
 from agent.net.http import MAX_HEADERS, Malformed, read_line
 
@@ -210,10 +210,10 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     """Half-close, then discard what the client still sends (a refused over-long request)
     for a moment: closing with unread input would reset the connection, and a reset can
     destroy the answer before the client has read it."""
-    with contextlib.suppress(OSError, TimeoutError):
+    with contextlib.suppress(OSError, *compat.TIMEOUT_ERRORS):
         if writer.can_write_eof():
             writer.write_eof()
-        async with asyncio.timeout(CLOSE_GRACE):
+        async with compat.timeout(CLOSE_GRACE):
             left = LINGER_MAX
             while left > 0:
                 data = await reader.read(min(left, 64 * 1024))
@@ -273,25 +273,25 @@ class StatusServer:
         try:
             head_only = False
             try:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
+                async with compat.timeout(REQUEST_TIMEOUT):
                     request = await read_request(reader)
                 if task in self._clients:  # read: it is answered and leaves within CLOSE_GRACE
                     self._clients[task] = False
                 head_only = request.method == "HEAD"
                 answer: Answer | None = self.answer(request)
-            except TimeoutError:
+            except compat.TIMEOUT_ERRORS:
                 answer = _error(408)
             except _Refused as e:
                 answer = e.answer
             if answer is not None:
                 writer.write(render(answer, head_only))
-                async with asyncio.timeout(WRITE_TIMEOUT):
+                async with compat.timeout(WRITE_TIMEOUT):
                     await writer.drain()
                 await _linger(reader, writer)
                 writer.close()
-                async with asyncio.timeout(CLOSE_GRACE):
+                async with compat.timeout(CLOSE_GRACE):
                     await writer.wait_closed()
-        except (OSError, TimeoutError):
+        except (OSError, asyncio.TimeoutError):  # noqa: UP041 - not TimeoutError's alias on 3.10
             pass  # the client went away or stopped reading: nothing to answer
         except asyncio.CancelledError:
             pass  # close(): this task is a leaf nobody awaits for a result

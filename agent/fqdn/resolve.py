@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import compat
 from agent.config import split_nameserver
 from agent.fqdn.locality import normalize
 from agent.net.dns import Nameservers, nameservers_for, resolve_host
@@ -126,7 +127,7 @@ async def system_view(name: str, budget: float) -> ViewAnswer:
     """What getaddrinfo (nsswitch: hosts file, DNS, ...) answers for ``name``."""
     try:
         infos = await asyncio.wait_for(_getaddrinfo_thread(name), budget)
-    except TimeoutError:
+    except compat.TIMEOUT_ERRORS:
         return ViewAnswer(TIMEOUT, detail=f"getaddrinfo did not answer within {budget:.2g}s")
     except socket.gaierror as e:
         status = _GAI_STATUS.get(e.errno or 0, "error")

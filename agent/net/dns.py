@@ -24,6 +24,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from agent import compat
 from agent.config import split_nameserver
 from agent.net.stream import elapsed_ms
 from agent.net.tcp import format_addr
@@ -209,11 +210,11 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str, budget
     qname = _absolute_name(name)
     try:
         # The outer bound is a backstop: dnspython honours the lifetime itself.
-        async with asyncio.timeout(max(budget, 0.01) + 0.05):
+        async with compat.timeout(max(budget, 0.01) + 0.05):
             answer = await res.resolve(
                 qname, rdtype, lifetime=max(budget, 0.01), search=False, raise_on_no_answer=False
             )
-    except (dns.exception.Timeout, TimeoutError):
+    except (dns.exception.Timeout, TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - 3.10
         ms = elapsed_ms(started)
         return Lookup(None, "timeout", f"no DNS answer for {name} {rdtype} within {ms:.0f} ms", ms)
     except dns.resolver.NXDOMAIN:

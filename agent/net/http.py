@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import __version__
+from agent import __version__, compat
 from agent.net.stream import Stream, elapsed_ms
 
 MAX_BODY = 256 * 1024
@@ -222,7 +222,7 @@ async def http_request(
     started = time.perf_counter()
     sent_at = time.time()
     try:
-        async with asyncio.timeout(max(budget, 0.0)):
+        async with compat.timeout(max(budget, 0.0)):
             stream.writer.write(request)
             await stream.writer.drain()
             status, reason, headers = await _read_head(stream.reader)
@@ -231,7 +231,7 @@ async def http_request(
                 body, truncated = b"", False  # no body, whatever the headers say
             else:
                 body, truncated = await _read_body(stream.reader, headers, max_body)
-    except TimeoutError:
+    except compat.TIMEOUT_ERRORS:
         ms = elapsed_ms(started)
         return HttpResult(
             url, "timeout", f"no complete HTTP answer from {url} within {ms:.0f} ms", ms

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from agent import compat
 from agent.config import env_proxy, redact_url
 from agent.net.stream import Deadline, Stream, elapsed_ms
 from agent.net.tcp import TcpResult, format_addr, tcp_connect
@@ -217,7 +218,7 @@ async def _proxy_addresses(host: str, port: int, budget: float) -> list[str]:
     except ValueError:
         pass
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(budget):
+    async with compat.timeout(budget):
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
@@ -249,8 +250,8 @@ async def open_tunnel(
     started = time.perf_counter()
     try:
         addrs = await _proxy_addresses(phost, pport, deadline.remaining())
-    except (OSError, TimeoutError) as exc:
-        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+    except (OSError, asyncio.TimeoutError) as exc:  # noqa: UP041 - not TimeoutError's alias on 3.10
+        why = "timed out" if isinstance(exc, compat.TIMEOUT_ERRORS) else (exc.strerror or str(exc))
         msg = f"the proxy host {phost!r} does not resolve ({why})"
         return TunnelResult(target, shown, "dns", msg, connect_ms=elapsed_ms(started)), None
     tcp: TcpResult | None = None
@@ -281,11 +282,11 @@ async def open_tunnel(
     addr = format_addr(tcp.ip, tcp.port)
     sent = time.perf_counter()
     try:
-        async with asyncio.timeout(deadline.remaining()):
+        async with compat.timeout(deadline.remaining()):
             stream.writer.write(_connect_request(choice, target))
             await stream.writer.drain()
             head = await stream.reader.readuntil(b"\r\n\r\n")
-    except TimeoutError:
+    except compat.TIMEOUT_ERRORS:
         await stream.close()
         msg = (
             f"the proxy {shown} accepted the connection but did not answer CONNECT {target} in time"

@@ -7,6 +7,8 @@ import contextlib
 import ssl
 import time
 
+from agent import compat
+
 # How long a graceful close (TLS close_notify, FIN) may take before the stream is aborted:
 # a peer that never answers must not hold a check past its budget.
 CLOSE_GRACE = 0.25
@@ -59,7 +61,7 @@ class Stream:
         try:
             if not self.writer.transport.is_closing():
                 self.writer.close()
-                async with asyncio.timeout(CLOSE_GRACE):
+                async with compat.timeout(CLOSE_GRACE):
                     await self.writer.wait_closed()
         except Exception:  # noqa: S110 - a peer resetting or ignoring close_notify changes nothing
             pass

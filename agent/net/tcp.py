@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agent import compat
 from agent.net.stream import Stream, elapsed_ms
 
 # StreamReader buffer limit: bounds what one readline/readuntil may hold in memory.
@@ -94,10 +95,10 @@ async def tcp_connect(ip: str, port: int, budget: float) -> tuple[TcpResult, Str
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(max(budget, 0.0)):
+        async with compat.timeout(max(budget, 0.0)):
             await loop.sock_connect(sock, (ip, port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
-    except TimeoutError:
+    except compat.TIMEOUT_ERRORS:
         sock.close()
         ms = elapsed_ms(started)
         return TcpResult(

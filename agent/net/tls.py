@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agent import compat
 from agent.net import x509
 from agent.net.stream import Deadline, Stream, elapsed_ms
 
@@ -267,9 +268,9 @@ async def tls_handshake(
     verifying = ctx.verify_mode != ssl.CERT_NONE
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(max(budget, 0.0)):
-            await stream.writer.start_tls(ctx, server_hostname=server_name)
-    except TimeoutError:
+        async with compat.timeout(max(budget, 0.0)):
+            await compat.start_tls(stream.writer, ctx, server_hostname=server_name)
+    except compat.TIMEOUT_ERRORS:
         stream.abort()
         ms = elapsed_ms(started)
         return TlsResult(

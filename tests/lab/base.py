@@ -9,7 +9,10 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Coroutine
-from typing import Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations only, so 3.10 can run the lab
 
 T = TypeVar("T")
 S = TypeVar("S", bound="LabServer")

@@ -32,6 +32,7 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from agent import compat
 from tests.lab.base import LabServer
 from tests.lab.pki import LabPki, issue
 
@@ -72,7 +73,7 @@ NOT_COVERED = ("www.example.org",)
 
 
 def day(offset: int) -> str:
-    return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=offset)).isoformat()
+    return (dt.datetime.now(compat.UTC).date() + dt.timedelta(days=offset)).isoformat()
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tests.lab.base import LabServer, LabThread
 from tests.lab.config import LAB_IP, LAB_NAMESERVER, write_lab_config
@@ -14,6 +14,9 @@ from tests.lab.dns import DnsServer
 from tests.lab.https import HttpsServer
 from tests.lab.pki import LabPki
 from tests.lab.proxy import ConnectProxy
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations only, so 3.10 can run the lab
 
 HOSTNAMES = ("acme.digicert.com", "daas.digicert.com")
 SENSOR_HOST = "127.0.0.4"

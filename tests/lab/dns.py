@@ -16,7 +16,6 @@ import socket
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import cast
 
 import dns.exception
@@ -29,10 +28,11 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from agent import compat
 from tests.lab.base import StreamServer, bind_socket
 
 
-class DnsMode(StrEnum):
+class DnsMode(compat.StrEnum):
     ANSWER = "answer"  # A/AAAA from the zone (NODATA for a family it has no address of)
     NXDOMAIN = "nxdomain"
     SERVFAIL = "servfail"

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import struct
 
+from agent import compat
 from tests.lab.base import LabServer, StreamServer, bind_socket
 
 
@@ -40,7 +41,7 @@ class BlackholeEndpoint(LabServer):
             probe.setblocking(False)
             try:
                 await asyncio.wait_for(loop.sock_connect(probe, self.address), 0.1)
-            except TimeoutError:
+            except compat.TIMEOUT_ERRORS:
                 probe.close()
                 if self._fillers:
                     return  # the queue is full: connects now hang

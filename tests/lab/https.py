@@ -23,6 +23,7 @@ from typing import Any
 
 import trustme
 
+from agent import compat
 from agent.log import quiet_tls_eof_noise
 from tests.lab.base import StreamServer
 
@@ -143,7 +144,7 @@ class HttpsServer(StreamServer):
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._handshake_ctx is not None
-        await writer.start_tls(self._handshake_ctx)
+        await compat.start_tls(writer, self._handshake_ctx)
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             if len(head) > MAX_HEAD:

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent import compat
+
 DIGICERT_NAMES = ("acme.digicert.com", "daas.digicert.com", "*.digicert.com")
 WRONG_NAME = "wrong.example.net"
 DIGICERT_ORG = "DigiCert Inc"
@@ -47,7 +49,7 @@ def named_ca(
     ``parent_cert`` makes issued leaves carry the chain up to (not including) the root.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(compat.UTC)
     if parent is None:
         issuer, sign_key = subject, key
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
@@ -102,7 +104,7 @@ def issue(
     not_after: dt.datetime | None = None,
 ) -> trustme.LeafCert:
     """A leaf for ``names`` (first one is the CN), valid now unless dates are given."""
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(compat.UTC)
     return ca.issue_cert(
         *names,
         common_name=names[0],
@@ -157,7 +159,7 @@ def make_pki() -> LabPki:
     root = named_ca(_name(DIGICERT_ROOT_CN, DIGICERT_ORG, "www.digicert.com"))
     inter = named_ca(_name(DIGICERT_INTERMEDIATE_CN, DIGICERT_ORG), parent=root, path_length=0)
     inspection = named_ca(_name(INSPECTION_CN, INSPECTION_ORG, "Network Security"))
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(compat.UTC)
     return LabPki(
         digicert_root=root,
         digicert=inter,

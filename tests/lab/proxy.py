@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from agent import compat
 from tests.lab.base import StreamServer
 
 MAX_HEAD = 16 * 1024
@@ -136,7 +137,7 @@ class ConnectProxy(StreamServer):
                 upstream = await asyncio.wait_for(
                     asyncio.open_connection(ip, port), self.connect_timeout
                 )
-            except TimeoutError:
+            except compat.TIMEOUT_ERRORS:
                 status = 504
             except OSError:
                 status = 502

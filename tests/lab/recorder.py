@@ -28,9 +28,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations only, so 3.10 can run the lab
 
 PATH = "/api/v1/reports"
 
