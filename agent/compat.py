@@ -89,7 +89,7 @@ async def start_tls(
         await writer.start_tls(sslcontext, server_hostname=server_hostname)
         return
     # 3.10: what 3.11's StreamWriter.start_tls and StreamReaderProtocol._replace_writer do
-    protocol: Any = writer._protocol  # type: ignore[attr-defined]
+    protocol: Any = writer._protocol
     server_side = protocol._client_connected_cb is not None
     await writer.drain()
     loop = asyncio.get_running_loop()
@@ -100,7 +100,7 @@ async def start_tls(
         server_side=server_side,
         server_hostname=server_hostname,
     )
-    writer._transport = transport  # type: ignore[attr-defined]
+    writer._transport = transport
     protocol._stream_writer = writer
     protocol._transport = transport
     protocol._over_ssl = transport.get_extra_info("sslcontext") is not None
