@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench package test-roots clean demo
+.PHONY: install test lint bench package test-roots clean demo pyvenvs
 
 # The editable install runs once, and again only when pyproject.toml changes (it names the
 # dependencies); source edits need no reinstall. `make install` after a manual change to the
@@ -32,6 +32,36 @@ ifeq ($(findstring tests/,$(PYTEST_ARGS)),)
 TEST_NEEDS := $(PACKAGED)
 else ifneq ($(findstring test_package,$(PYTEST_ARGS)),)
 TEST_NEEDS := $(PACKAGED)
+endif
+
+# Venvs of the other supported interpreters (Ubuntu 22.04's 3.10, Ubuntu 24.04's 3.12), from
+# the image's pyenv builds, with the project and what its tests import:
+# tests/test_python_versions.py runs part of the suite in each. Needs PyPI, so like `package`
+# it runs outside the test network namespace; rebuilt when pyproject.toml changes. A missing
+# interpreter fails here: they are part of the machine image, not optional.
+PYENV_ROOT ?= /root/.pyenv
+PYVENV_PYTHONS := 3.10.13 3.12.1
+PYVENVS := .pyvenvs
+PYVENVS_BUILT := $(PYVENVS)/.built
+
+$(PYVENVS_BUILT): pyproject.toml
+	@for v in $(PYVENV_PYTHONS); do \
+		py=$(PYENV_ROOT)/versions/$$v/bin/python$${v%.*}; \
+		[ -x "$$py" ] || { echo "pyvenvs: $$py is missing (part of the machine image)" >&2; exit 1; }; \
+	done
+	@for v in $(PYVENV_PYTHONS); do \
+		minor=$${v%.*}; dir=$(PYVENVS)/$$minor; \
+		[ -x $$dir/bin/python ] || $(PYENV_ROOT)/versions/$$v/bin/python$$minor -m venv $$dir || exit 1; \
+		$$dir/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' || exit 1; \
+	done
+	touch $@
+
+pyvenvs: $(PYVENVS_BUILT)
+
+ifeq ($(findstring tests/,$(PYTEST_ARGS)),)
+TEST_NEEDS += $(PYVENVS_BUILT)
+else ifneq ($(findstring test_python_versions,$(PYTEST_ARGS)),)
+TEST_NEEDS += $(PYVENVS_BUILT)
 endif
 
 # Tests run in a fresh network namespace with only loopback up: nothing can leave the machine,
@@ -74,4 +104,4 @@ test-roots: install
 	$(PY) -m tests.distroots build
 
 clean:
-	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PYVENVS) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
