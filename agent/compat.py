@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-from typing import Any
+from typing import Any, cast
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - the 3.10 branch is why this module exists
     import tomllib
@@ -104,6 +104,24 @@ async def start_tls(
     protocol._stream_writer = writer
     protocol._transport = transport
     protocol._over_ssl = transport.get_extra_info("sslcontext") is not None
+
+
+def pause_reading_from_start(transport: asyncio.BaseTransport) -> None:
+    """Pause a transport from ``connection_made`` on, so no byte is read before, say,
+    ``start_tls``. Python 3.10's socket transports start reading after ``connection_made``
+    even when it paused them (3.11 respects the pause): pause them again right after."""
+    reading = cast(asyncio.ReadTransport, transport)
+    reading.pause_reading()
+    if sys.version_info < (3, 11):  # noqa: UP036 - the 3.10 fix-up
+        asyncio.get_running_loop().call_soon(_pause_again, reading)
+
+
+def _pause_again(transport: asyncio.ReadTransport) -> None:
+    if not transport.is_closing() and not transport.is_reading():
+        # resume+pause removes the reader 3.10 added despite the pause (and cancels a
+        # read it had already queued)
+        transport.resume_reading()
+        transport.pause_reading()
 
 
 # asyncio.TimeoutError is an alias of TimeoutError only from 3.11 on.

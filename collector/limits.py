@@ -227,7 +227,7 @@ class _Guard(asyncio.Protocol):
         if self._tls is None:
             self._attach(transport)
         else:
-            transport.pause_reading()  # type: ignore[attr-defined]  # no byte before start_tls
+            compat.pause_reading_from_start(transport)  # no byte before start_tls
             self._task = self._loop.create_task(self._handshake(transport, self._tls))
 
     def data_received(self, data: bytes) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENVS = ROOT / ".pyvenvs"
-# Config, model, runner, TLS handshakes (start_tls), the spool (SQLite damage codes), the
+# Config, model, runner, TLS handshakes (start_tls, and a server pausing reads for it on
+# 3.10), the spool (SQLite damage codes), the
 # collector's validation: what differs between 3.10 and 3.11 is used on these paths.
 SUBSET = [
     "tests/test_config.py",
@@ -20,6 +21,7 @@ SUBSET = [
     "tests/test_runner.py",
     "tests/test_net_tls.py",
     "tests/test_net_tcp.py",
+    "tests/test_outbound_https.py",
     "tests/test_daemon_spool.py",
     "tests/test_collector_validate.py",
 ]

@@ -9,7 +9,9 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agent import compat
 
 if TYPE_CHECKING:
     from typing import Self  # 3.11+; annotations only, so 3.10 can run the lab
@@ -108,7 +110,7 @@ class StreamServer(LabServer):
     ) -> Coroutine[Any, Any, None]:
         # Runs synchronously in connection_made, before the transport reads anything.
         if self.pause_on_accept:
-            cast(asyncio.Transport, writer.transport).pause_reading()
+            compat.pause_reading_from_start(writer.transport)
         return self._connection(reader, writer)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
