@@ -20,7 +20,8 @@ from agent.fqdn.names import Discovery, IncludeWalk, Problem, expand, has_magic,
 # One token after any blanks and comments; no match means a syntax error or the end.
 _TOKEN_RE = re.compile(
     r"""
-    (?:[ \t\r\n]+|\#[^\n]*)*+  # possessive: no backtracking into blanks (no ReDoS)
+    (?=(?P<blank>(?:[ \t\r\n]+|\#[^\n]*)*))(?P=blank)  # atomic: no backtracking into
+                                                    # blanks (no ReDoS); *+ needs 3.11
     (?:
       (?P<punct>[;{}])
     | "(?P<dq>(?:[^"\\]|\\.)*)"
@@ -30,7 +31,7 @@ _TOKEN_RE = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-_SKIP_RE = re.compile(r"(?:[ \t\r\n]+|\#[^\n]*)*+")
+_SKIP_RE = re.compile(r"(?=(?P<blank>(?:[ \t\r\n]+|\#[^\n]*)*))(?P=blank)")
 _ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 # What may follow a closing quote (nginx's need_space).
