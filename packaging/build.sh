@@ -40,13 +40,12 @@ WHEELHOUSE=${WHEELHOUSE:-$ROOT/build/wheelhouse}
 DIST=$ROOT/dist
 
 # target  format  interpreter  (the Depends:/Requires: line and the venv's bin/python).
-# Ubuntu 22.04's default python3.10 is not supported (the code needs 3.11: asyncio.timeout,
-# TaskGroup, StrEnum, tomllib, and TimeoutError being asyncio's); its python3.11 package
-# (universe, 3.11.0) is.
+# Ubuntu 22.04's own python3.10 (agent/compat.py covers what 3.10 lacks; tomli and
+# async-timeout come in through their python_version markers).
 TARGETS="
 debian12   deb python3.11
 debian13   deb python3.13
-ubuntu2204 deb python3.11
+ubuntu2204 deb python3.10
 ubuntu2404 deb python3.12
 el8        rpm python3.11
 el9        rpm python3.11
@@ -96,17 +95,36 @@ make_venv() { # TARGET INTERPRETER
 	echo "==> $target: venv for $interp"
 	site=$venv/lib/$interp/site-packages
 	mkdir -p "$site" "$venv/bin"
+	# The dev venv's pins, except on 3.10: some pinned releases no longer support it
+	# (dnspython 2.9 needs 3.11), so 3.10 takes the newest release of each that does.
+	local pins=(--constraint "$BUILD/constraints.txt")
+	[ "$pyver" = 3.10 ] && pins=()
+	# pip judges environment markers by the build's Python, not --python-version: what only
+	# the target's Python needs (tomli, async-timeout on 3.10) is named here, from pyproject.
+	local marked
+	mapfile -t marked < <("$DEV_PY" - "$pyver" "$ROOT/pyproject.toml" <<'PY'
+import sys, tomllib
+from packaging.requirements import Requirement
+ver, path = sys.argv[1:]
+with open(path, "rb") as f:
+    deps = tomllib.load(f)["project"]["dependencies"]
+for dep in map(Requirement, deps):
+    if dep.marker and dep.marker.evaluate({"python_version": ver, "python_full_version": ver + ".0"}):
+        print(f"{dep.name}{dep.specifier}")
+PY
+)
+	# With the PostgreSQL driver (psycopg, binary wheel) for [store] url = "postgresql://...".
 	# From the shared wheelhouse alone when it has every pin for this Python (a rebuild
 	# asks PyPI nothing); otherwise the missing wheels are fetched into it first.
 	install() {
 		PYTHONDONTWRITEBYTECODE=1 "$DEV_PY" -m pip install --quiet --no-index --no-compile \
-			--find-links "$WHEELHOUSE" --constraint "$BUILD/constraints.txt" "${opts[@]}" \
-			--target "$site" "$WHEEL" "$@"
+			--find-links "$WHEELHOUSE" "${pins[@]}" "${opts[@]}" \
+			--target "$site" "$WHEEL[postgresql]" "${marked[@]}" "$@"
 	}
 	if ! install 2>/dev/null; then
 		rm -rf "$site" && mkdir -p "$site"
 		"$DEV_PY" -m pip download --quiet --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
-			--constraint "$BUILD/constraints.txt" "${opts[@]}" "$WHEEL"
+			"${pins[@]}" "${opts[@]}" "$WHEEL[postgresql]" "${marked[@]}"
 		install
 	fi
 	# pip --target writes console scripts for the build's interpreter: ours follow below.
@@ -198,6 +216,8 @@ echo "$TARGETS" | while read -r target format interp; do
 	find "$BUILD/venv" "$BUILD/doc" -type d -exec chmod 0755 {} +
 	find "$BUILD/venv" "$BUILD/doc" -type f -perm -u+x -exec chmod 0755 {} +
 	find "$BUILD/venv" "$BUILD/doc" -type f ! -perm -u+x -exec chmod 0644 {} +
+	# shared libraries are not programs (psycopg_binary.libs/ ships them 0755)
+	find "$BUILD/venv" -type f \( -name '*.so' -o -name '*.so.*' \) -exec chmod 0644 {} +
 	if [ "$format" = deb ]; then
 		PYTHON_DEP=$interp RELEASE="" "$NFPM" package --config packaging/nfpm.yaml --packager deb \
 			--target "$DIST/acme-preflight_${VERSION}_${target}_${ARCH}.deb" >/dev/null

@@ -3,13 +3,15 @@
 - Every target's package names its interpreter in Depends:/Requires:, carries extension
   modules of exactly that CPython, and puts the venv's bin/python on it.
 - The packages whose interpreter this machine has (CPython 3.11: RHEL 8/9's AppStream
-  python3.11, Ubuntu 22.04's python3.11) are installed into a throwaway overlay of this root
+  python3.11) are installed into a throwaway overlay of this root
   (tests/pkgroot.py) - the .rpm with this machine's rpm and ``--nodeps`` (RHEL's glibc and
   python3.11 packages cannot be had here; this root's python3.11 is the same version), the
   .deb with dpkg and its dependencies met - and every module of agent/ and collector/ is
   imported with the installed venv, which then runs ``config validate`` and ``check``.
-- Ubuntu 24.04's python3.12 cannot be had here: its .deb is unpacked with
-  ``dpkg --force-depends`` and only its layout is checked.
+- Ubuntu 22.04's python3.10 and 24.04's python3.12 are not Debian packages here: the image's
+  pyenv CPython of that version stands in for /usr/bin/python3.X (and /usr/lib/python3.X)
+  inside the root, the .deb is installed with ``dpkg --force-depends`` (its postinst compiles
+  with that interpreter), and the venv imports everything and runs a check under it.
 
 Debian 12 and 13 are booted for real: tests/test_systemd_boot.py.
 """
@@ -37,7 +39,7 @@ VENV = "/opt/acme-preflight"
 DEBS = {
     "debian12": "python3.11",
     "debian13": "python3.13",
-    "ubuntu2204": "python3.11",
+    "ubuntu2204": "python3.10",
     "ubuntu2404": "python3.12",
 }
 RPMS = {"el8": "python3.11", "el9": "python3.11"}
@@ -49,9 +51,8 @@ import agent, collector
 names = []
 for pkg in (agent, collector):
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
-        # __main__ runs the CLI; store_pg needs psycopg, an optional extra the package
-        # does not bundle (PostgreSQL stores are for several collectors; docs/collector.md).
-        if m.name.endswith(".__main__") or m.name == "collector.store_pg":
+        # __main__ runs the CLI; collector.store_pg (psycopg, bundled) is imported too
+        if m.name.endswith(".__main__"):
             continue
         importlib.import_module(m.name)
         names.append(m.name)
@@ -136,12 +137,12 @@ def root(tmp_path: Path) -> Iterator[PackageRoot]:
         r.close()
 
 
-def _runs_under_311(root: PackageRoot, tmp_path: Path) -> None:
+def _runs_under(root: PackageRoot, tmp_path: Path, version: str = "3.11") -> None:
     """The installed venv imports everything and the agent runs a check (against the lab
     config, so no name is looked up beyond loopback)."""
     proc = root.run(f"{VENV}/bin/python", "-c", _IMPORT_ALL)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("(3, 11) ")
+    assert proc.stdout.startswith(f"({version.replace('.', ', ')}) "), proc.stdout
     assert int(proc.stdout.split()[-1]) > 40
     config = write_lab_config(tmp_path / "config.toml", state_dir=Path("/tmp/state"))
     root.put(config, "/tmp/config.toml")
@@ -168,7 +169,7 @@ def test_rpm_installs_and_its_venv_runs_under_python311(
     assert root.run("rpm", "-q", "acme-preflight").stdout.startswith(
         f"acme-preflight-{__version__}-1.{target}"
     )
-    _runs_under_311(root, tmp_path)
+    _runs_under(root, tmp_path)
     # %post compiled the byte-code with the target's interpreter
     pyc = root.path(f"{VENV}/lib/python3.11/site-packages/agent/__pycache__")
     assert any(p.name.endswith(".cpython-311.pyc") for p in pyc.iterdir())
@@ -177,21 +178,33 @@ def test_rpm_installs_and_its_venv_runs_under_python311(
     assert not root.path(VENV).exists()
 
 
-def test_ubuntu2204_deb_installs_and_runs_with_python311(root: PackageRoot, tmp_path: Path) -> None:
-    root.put(_deb("ubuntu2204"), "/tmp/pkg.deb")
-    proc = root.run("dpkg", "-i", "/tmp/pkg.deb", timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _runs_under_311(root, tmp_path)
+PYENV = Path("/root/.pyenv/versions")
 
 
-def test_ubuntu2404_deb_unpacks_with_its_layout(root: PackageRoot) -> None:
-    root.put(_deb("ubuntu2404"), "/tmp/pkg.deb")
-    # No python3.12 here: unpack only (its maintainer scripts would need the interpreter).
-    proc = root.run("dpkg", "--force-depends", "--unpack", "/tmp/pkg.deb", timeout=300)
+def _provide_interpreter(root: PackageRoot, version: str) -> None:
+    """The distribution's /usr/bin/pythonX.Y inside the root, from the image's pyenv build of
+    that version (home = /usr/bin in the venv's pyvenv.cfg finds /usr/lib/pythonX.Y)."""
+    found = sorted(PYENV.glob(f"{version}.*"))
+    assert found, f"no CPython {version} under {PYENV} (the machine image ships it)"
+    root.path(f"/usr/bin/python{version}").symlink_to(found[-1] / "bin" / f"python{version}")
+    root.path(f"/usr/lib/python{version}").symlink_to(found[-1] / "lib" / f"python{version}")
+
+
+@pytest.mark.parametrize(("target", "version"), [("ubuntu2204", "3.10"), ("ubuntu2404", "3.12")])
+def test_ubuntu_deb_installs_and_runs_with_its_python(
+    target: str, version: str, root: PackageRoot, tmp_path: Path
+) -> None:
+    _provide_interpreter(root, version)
+    root.put(_deb(target), "/tmp/pkg.deb")
+    # --force-depends: python3.X is there (above) but not as a Debian package
+    proc = root.run("dpkg", "-i", "--force-depends", "/tmp/pkg.deb", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    site = root.path(f"{VENV}/lib/python3.12/site-packages")
+    site = root.path(f"{VENV}/lib/python{version}/site-packages")
     assert (site / "agent" / "__init__.py").is_file()
-    assert (site / "aiohttp").is_dir()
     assert not list(site.glob("**/*.cpython-311-*.so"))
     shebang = root.path(f"{VENV}/bin/acme-preflight").read_text().splitlines()[0]
     assert shebang == f"#!{VENV}/bin/python"
+    # postinst compiled the byte-code with the target's interpreter
+    tag = "cpython-" + version.replace(".", "")
+    assert any(p.name.endswith(f".{tag}.pyc") for p in (site / "agent" / "__pycache__").iterdir())
+    _runs_under(root, tmp_path, version)
