@@ -59,7 +59,8 @@ def _only(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _check_arguments(p: argparse.ArgumentParser) -> None:
+def _report_arguments(p: argparse.ArgumentParser, only_help: str) -> None:
+    """--json and --only, as `check` and `account` both take them."""
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--only",
@@ -67,8 +68,12 @@ def _check_arguments(p: argparse.ArgumentParser) -> None:
         type=_only,
         default=[],
         metavar="NAME[,NAME...]",
-        help="run only these checks (repeatable; names are case-insensitive)",
+        help=only_help,
     )
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    _report_arguments(p, "run only these checks (repeatable; names are case-insensitive)")
 
 
 def _check_epilog() -> str:
@@ -110,15 +115,7 @@ def _run_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _account_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument(
-        "--only",
-        action="append",
-        type=_only,
-        default=[],
-        metavar="NAME[,NAME...]",
-        help="run only these account checks (repeatable)",
-    )
+    _report_arguments(p, "run only these account checks (repeatable)")
     p.add_argument(
         "--fqdn",
         action="append",
